@@ -1,0 +1,334 @@
+//! `RedisSessionCacheStrategy`: sessions in Redis, shared by every instance of a service.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo};
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use crate::error::SessionCacheError;
+use crate::model::{validate_token, CachedSession};
+use crate::strategy::SessionCacheStrategy;
+
+/// The key namespace Vendure's Redis session cache uses.
+pub const DEFAULT_NAMESPACE: &str = "vendure-session-cache";
+
+/// Settings of a [`RedisSessionCacheStrategy`] (and of the Redis side of a
+/// [`TieredSessionCacheStrategy`](crate::TieredSessionCacheStrategy)).
+#[derive(Clone, Debug)]
+pub struct RedisSessionCacheOptions {
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://...` with the `tls` feature.
+    pub url: String,
+    /// Keys are `"{namespace}:{token}"`, as in Vendure. Default [`DEFAULT_NAMESPACE`].
+    pub namespace: String,
+    /// Upper bound on one Redis call; a slower call is an error (a miss for `get`). Default 1 s.
+    pub op_timeout: Duration,
+    /// Upper bound on establishing a connection. Default 1 s.
+    pub connect_timeout: Duration,
+    /// Keys per `SCAN`/`UNLINK` round in [`clear`](SessionCacheStrategy::clear). Default 500.
+    pub scan_batch: usize,
+}
+
+impl RedisSessionCacheOptions {
+    /// Options for `url` with every other setting at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisSessionCacheOptions {
+            url: url.into(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            op_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            scan_batch: 500,
+        }
+    }
+
+    /// Sets the key namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Sets the per-call timeout.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<redis::ConnectionInfo, SessionCacheError> {
+        if self.namespace.is_empty() {
+            return Err(SessionCacheError::Config("the namespace is empty".into()));
+        }
+        if self.scan_batch == 0 {
+            return Err(SessionCacheError::Config("scan_batch is 0".into()));
+        }
+        let info = self.url.as_str().into_connection_info().map_err(|e| {
+            SessionCacheError::Config(format!("bad Redis URL: {e}"))
+        })?;
+        #[cfg(feature = "tls")]
+        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            // rustls needs a process-wide crypto provider; install ring unless the application
+            // already installed one (then this is a harmless no-op).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        Ok(info)
+    }
+}
+
+/// The Redis key of a token.
+pub(crate) fn key(namespace: &str, token: &str) -> String {
+    let mut k = String::with_capacity(namespace.len() + 1 + token.len());
+    k.push_str(namespace);
+    k.push(':');
+    k.push_str(token);
+    k
+}
+
+/// `namespace` as a literal `SCAN MATCH` pattern prefix.
+fn glob_escape(namespace: &str) -> String {
+    let mut out = String::with_capacity(namespace.len() + 4);
+    for c in namespace.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub(crate) async fn timed<T>(
+    op_timeout: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, SessionCacheError> {
+    match tokio::time::timeout(op_timeout, fut).await {
+        Ok(r) => r.map_err(SessionCacheError::from),
+        Err(_) => Err(SessionCacheError::Timeout(op_timeout)),
+    }
+}
+
+/// Decodes a stored value; a malformed value or one stored under another token is logged and
+/// reported as `None`.
+pub(crate) fn decode(token: &str, raw: &[u8]) -> Option<CachedSession> {
+    match CachedSession::from_json(raw) {
+        Ok(s) if s.token == token => Some(s),
+        Ok(_) => {
+            tracing::warn!("Redis session value belongs to another token; treated as a miss");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, bytes = raw.len(), "malformed session in Redis; treated as a miss");
+            None
+        }
+    }
+}
+
+/// Writes a session with a TTL of its remaining lifetime (an expired session is removed).
+pub(crate) async fn write_session<C: ConnectionLike + Send>(
+    conn: &mut C,
+    opts: &RedisSessionCacheOptions,
+    session: &CachedSession,
+) -> Result<(), SessionCacheError> {
+    validate_token(&session.token)?;
+    let k = key(&opts.namespace, &session.token);
+    let Some(ttl) = session.remaining_lifetime(OffsetDateTime::now_utc()) else {
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(&k);
+        return timed(opts.op_timeout, cmd.query_async::<i64>(conn))
+            .await
+            .map(drop);
+    };
+    let json = session.to_json()?;
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(&k).arg(json).arg("PX").arg(ms);
+    timed(opts.op_timeout, cmd.query_async::<()>(conn)).await
+}
+
+/// Reads and decodes a session (`Ok(None)` when absent, malformed or expired).
+pub(crate) async fn read_session<C: ConnectionLike + Send>(
+    conn: &mut C,
+    opts: &RedisSessionCacheOptions,
+    token: &str,
+) -> Result<Option<CachedSession>, SessionCacheError> {
+    let mut cmd = redis::cmd("GET");
+    cmd.arg(key(&opts.namespace, token));
+    let raw: Option<Vec<u8>> = timed(opts.op_timeout, cmd.query_async(conn)).await?;
+    Ok(raw
+        .and_then(|raw| decode(token, &raw))
+        .filter(|s| !s.is_expired_at(OffsetDateTime::now_utc())))
+}
+
+pub(crate) async fn unlink<C: ConnectionLike + Send>(
+    conn: &mut C,
+    opts: &RedisSessionCacheOptions,
+    token: &str,
+) -> Result<(), SessionCacheError> {
+    let mut cmd = redis::cmd("UNLINK");
+    cmd.arg(key(&opts.namespace, token));
+    timed(opts.op_timeout, cmd.query_async::<i64>(conn))
+        .await
+        .map(drop)
+}
+
+/// Removes every key of the namespace with `SCAN` + `UNLINK` in batches: Redis stays
+/// responsive (no `KEYS`, no `FLUSHDB`), and other namespaces in the same database are kept.
+pub(crate) async fn clear_namespace<C: ConnectionLike + Send>(
+    conn: &mut C,
+    opts: &RedisSessionCacheOptions,
+) -> Result<u64, SessionCacheError> {
+    let pattern = format!("{}:*", glob_escape(&opts.namespace));
+    let mut cursor: u64 = 0;
+    let mut removed = 0u64;
+    loop {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(opts.scan_batch);
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            timed(opts.op_timeout, scan.query_async(conn)).await?;
+        if !keys.is_empty() {
+            let mut unlink = redis::cmd("UNLINK");
+            unlink.arg(&keys);
+            removed += timed(opts.op_timeout, unlink.query_async::<u64>(conn)).await?;
+        }
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
+    }
+}
+
+/// Sessions in Redis (Vendure's `RedisSessionCacheStrategy`), for deployments of several
+/// instances. Values are Vendure's JSON, so a Rust service and a Vendure server can share them.
+///
+/// Built on the `redis` crate's [`ConnectionManager`] (one multiplexed connection that reconnects
+/// on its own). The connection is opened on first use, or by [`init`](SessionCacheStrategy::init).
+/// Every error (Redis down, timeout, malformed value) is logged through `tracing`; `get`
+/// reports it as a miss.
+pub struct RedisSessionCacheStrategy {
+    opts: RedisSessionCacheOptions,
+    client: Client,
+    conn: OnceCell<ConnectionManager>,
+}
+
+impl std::fmt::Debug for RedisSessionCacheStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSessionCacheStrategy")
+            .field("namespace", &self.opts.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSessionCacheStrategy {
+    /// A strategy for `url` with default options. Fails only on a malformed URL (no I/O here).
+    pub fn new(url: &str) -> Result<Self, SessionCacheError> {
+        Self::with_options(RedisSessionCacheOptions::new(url))
+    }
+
+    /// A strategy with the given options. Fails only on invalid options (no I/O here).
+    pub fn with_options(opts: RedisSessionCacheOptions) -> Result<Self, SessionCacheError> {
+        let info = opts.validate()?;
+        let client = Client::open(info)
+            .map_err(|e| SessionCacheError::Config(format!("bad Redis URL: {e}")))?;
+        Ok(RedisSessionCacheStrategy {
+            opts,
+            client,
+            conn: OnceCell::new(),
+        })
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &RedisSessionCacheOptions {
+        &self.opts
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, SessionCacheError> {
+        self.conn
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.opts.connect_timeout))
+                    .set_response_timeout(Some(self.opts.op_timeout))
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+                    .map_err(SessionCacheError::from)
+            })
+            .await
+            .cloned()
+    }
+
+    fn log<T>(op: &'static str, r: Result<T, SessionCacheError>) -> Result<T, SessionCacheError> {
+        if let Err(e) = &r {
+            tracing::warn!(op, error = %e, "Redis session cache call failed");
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl SessionCacheStrategy for RedisSessionCacheStrategy {
+    /// Connects and sends `PING`; the error (logged) says when Redis is unreachable.
+    async fn init(&self) -> Result<(), SessionCacheError> {
+        let r = async {
+            let mut c = self.conn().await?;
+            timed(
+                self.opts.op_timeout,
+                redis::cmd("PING").query_async::<String>(&mut c),
+            )
+            .await
+            .map(drop)
+        }
+        .await;
+        Self::log("init", r)
+    }
+
+    async fn set(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {
+        let r = async {
+            validate_token(&session.token)?;
+            let mut c = self.conn().await?;
+            write_session(&mut c, &self.opts, &session).await
+        }
+        .await;
+        Self::log("set", r)
+    }
+
+    async fn get(&self, token: &str) -> Option<Arc<CachedSession>> {
+        let r = async {
+            validate_token(token)?;
+            let mut c = self.conn().await?;
+            read_session(&mut c, &self.opts, token).await
+        }
+        .await;
+        Self::log("get", r).ok().flatten().map(Arc::new)
+    }
+
+    async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
+        let r = async {
+            validate_token(token)?;
+            let mut c = self.conn().await?;
+            unlink(&mut c, &self.opts, token).await
+        }
+        .await;
+        Self::log("delete", r)
+    }
+
+    async fn clear(&self) -> Result<(), SessionCacheError> {
+        let r = async {
+            let mut c = self.conn().await?;
+            clear_namespace(&mut c, &self.opts).await.map(drop)
+        }
+        .await;
+        Self::log("clear", r)
+    }
+}

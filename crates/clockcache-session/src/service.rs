@@ -1,0 +1,479 @@
+//! `SessionCache`: what Vendure's `SessionService` does with its cache strategy.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use crate::error::SessionCacheError;
+use crate::model::{truncate_to_millis, unix_now, validate_token, CachedSession, Id};
+use crate::strategy::SessionCacheStrategy;
+
+/// The error type a [`SessionLoader`] returns.
+pub type LoaderError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The source of truth for sessions (the database), consulted on a cache miss.
+#[async_trait]
+pub trait SessionLoader: Send + Sync + 'static {
+    /// The session with this token, or `None` when there is no valid one. The returned
+    /// session's `token` must equal `token`; its `cache_expiry` is overwritten by the cache.
+    async fn load(&self, token: &str) -> Result<Option<CachedSession>, LoaderError>;
+
+    /// Tokens of every session of the user, according to the source of truth. The cache adds
+    /// them to those of its own index in [`SessionCache::delete_sessions_by_user`], so sessions
+    /// cached by other instances are found too. Default: none (the local index only).
+    async fn tokens_by_user(&self, _user_id: &Id) -> Result<Vec<String>, LoaderError> {
+        Ok(Vec::new())
+    }
+
+    /// Tokens of every session whose active order is `order_id` (see
+    /// [`tokens_by_user`](Self::tokens_by_user)). Default: none.
+    async fn tokens_by_active_order(&self, _order_id: &Id) -> Result<Vec<String>, LoaderError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Settings of a [`SessionCache`].
+#[derive(Clone, Debug)]
+pub struct SessionCacheConfig {
+    /// Time budget of each strategy call (Vendure: 50 ms). A `get` that takes longer is a miss;
+    /// a `set` or `delete` that takes longer is logged and goes on in the background.
+    pub budget: Duration,
+    /// How long a loaded session may be served from the cache before it is reloaded (Vendure's
+    /// `authOptions.sessionCacheTTL`, 300 s by default). Written into `cache_expiry`.
+    pub cache_ttl: Duration,
+}
+
+impl Default for SessionCacheConfig {
+    fn default() -> Self {
+        SessionCacheConfig {
+            budget: Duration::from_millis(50),
+            cache_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+type LoadResult = Result<Option<Arc<CachedSession>>, SessionCacheError>;
+
+/// A session cache service over any [`SessionCacheStrategy`], with a [`SessionLoader`] behind it.
+///
+/// Cheap to clone (a handle on shared state). Must be used inside a Tokio runtime with timers
+/// enabled (`#[tokio::main]` does that).
+///
+/// * [`get`](Self::get) serves a cached session unless it is past `cache_expiry` or `expires`,
+///   and otherwise loads it through the loader, one load per token at a time (single flight).
+/// * Each strategy call gets [`SessionCacheConfig::budget`].
+/// * [`delete_sessions_by_user`](Self::delete_sessions_by_user) and
+///   [`delete_sessions_by_active_order`](Self::delete_sessions_by_active_order) use secondary
+///   indexes of the sessions this instance has stored, plus whatever the loader reports.
+#[derive(Clone)]
+pub struct SessionCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    strategy: Arc<dyn SessionCacheStrategy>,
+    loader: Arc<dyn SessionLoader>,
+    config: SessionCacheConfig,
+    flights: Mutex<HashMap<String, Arc<OnceCell<LoadResult>>>>,
+    index: Mutex<Index>,
+}
+
+impl std::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCache")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionCache {
+    /// A cache with the default configuration (50 ms budget, 300 s cache TTL).
+    pub fn new(strategy: Arc<dyn SessionCacheStrategy>, loader: Arc<dyn SessionLoader>) -> Self {
+        Self::with_config(strategy, loader, SessionCacheConfig::default())
+    }
+
+    /// A cache with the given configuration.
+    pub fn with_config(
+        strategy: Arc<dyn SessionCacheStrategy>,
+        loader: Arc<dyn SessionLoader>,
+        config: SessionCacheConfig,
+    ) -> Self {
+        SessionCache {
+            inner: Arc::new(Inner {
+                strategy,
+                loader,
+                config,
+                flights: Mutex::new(HashMap::new()),
+                index: Mutex::new(Index::default()),
+            }),
+        }
+    }
+
+    /// The strategy behind this cache.
+    pub fn strategy(&self) -> &Arc<dyn SessionCacheStrategy> {
+        &self.inner.strategy
+    }
+
+    /// The session for `token`: from the cache when fresh, else from the loader (then cached).
+    /// `Ok(None)` when there is no valid session. Errors: an invalid token, or a loader failure.
+    pub async fn get(&self, token: &str) -> Result<Option<Arc<CachedSession>>, SessionCacheError> {
+        validate_token(token)?;
+        let cached = self.timed_get(token).await;
+        let now = OffsetDateTime::now_utc();
+        match cached {
+            Some(s) if s.token == token && !s.is_unusable_at(now) => return Ok(Some(s)),
+            Some(s) if s.token != token => {
+                tracing::warn!(token_len = token.len(), "strategy returned a session with another token; treated as a miss");
+            }
+            _ => {}
+        }
+        self.load_single_flight(token).await
+    }
+
+    async fn timed_get(&self, token: &str) -> Option<Arc<CachedSession>> {
+        match tokio::time::timeout(self.inner.config.budget, self.inner.strategy.get(token)).await
+        {
+            Ok(s) => s,
+            Err(_) => {
+                tracing::warn!(
+                    budget_ms = self.inner.config.budget.as_millis() as u64,
+                    "session cache get exceeded its time budget; treated as a miss"
+                );
+                None
+            }
+        }
+    }
+
+    async fn load_single_flight(&self, token: &str) -> LoadResult {
+        let cell = {
+            let mut flights = self.inner.flights.lock();
+            flights.entry(token.to_owned()).or_default().clone()
+        };
+        let result = cell.get_or_init(|| self.load_and_store(token)).await.clone();
+        let mut flights = self.inner.flights.lock();
+        if flights.get(token).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            flights.remove(token);
+        }
+        result
+    }
+
+    async fn load_and_store(&self, token: &str) -> LoadResult {
+        let loaded = self
+            .inner
+            .loader
+            .load(token)
+            .await
+            .map_err(|e| SessionCacheError::Loader(Arc::from(e)))?;
+        let Some(mut session) = loaded else {
+            // Nothing valid in the source of truth: drop whatever stale copy is cached.
+            self.index().forget(token);
+            self.budgeted_write("delete", token, Write::Delete(token.to_owned()))
+                .await?;
+            return Ok(None);
+        };
+        if session.token != token {
+            return Err(SessionCacheError::Loader(Arc::from(LoaderError::from(
+                "the loader returned a session with a different token",
+            ))));
+        }
+        if session.is_expired_at(OffsetDateTime::now_utc()) {
+            return Ok(None);
+        }
+        session.cache_expiry = self.next_cache_expiry();
+        session.expires = truncate_to_millis(session.expires);
+        let session = Arc::new(session);
+        self.store(session.clone()).await?;
+        Ok(Some(session))
+    }
+
+    fn next_cache_expiry(&self) -> i64 {
+        unix_now().saturating_add(self.inner.config.cache_ttl.as_secs() as i64)
+    }
+
+    fn index(&self) -> parking_lot::MutexGuard<'_, Index> {
+        self.inner.index.lock()
+    }
+
+    async fn store(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {
+        self.index().record(&session);
+        let token = session.token.clone();
+        self.budgeted_write("set", &token, Write::Set(session)).await
+    }
+
+    /// Runs a write on its own task and waits for it up to the budget; a slower write is logged
+    /// and left to finish in the background (a cancelled delete could leave a logged-out session
+    /// behind, so writes are never cancelled).
+    async fn budgeted_write(
+        &self,
+        what: &'static str,
+        token: &str,
+        write: Write,
+    ) -> Result<(), SessionCacheError> {
+        let strategy = self.inner.strategy.clone();
+        let task = tokio::spawn(async move {
+            match write {
+                Write::Set(s) => strategy.set(s).await,
+                Write::Delete(t) => strategy.delete(&t).await,
+            }
+        });
+        match tokio::time::timeout(self.inner.config.budget, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(SessionCacheError::Backend(format!(
+                "session cache {what} task failed: {join}"
+            ))),
+            Err(_) => {
+                tracing::warn!(
+                    op = what,
+                    token_len = token.len(),
+                    budget_ms = self.inner.config.budget.as_millis() as u64,
+                    "session cache call exceeded its time budget; it continues in the background"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Caches a session the application has just created or changed (its `cache_expiry` is set
+    /// from the configured cache TTL). Returns the stored session.
+    pub async fn set(&self, session: CachedSession) -> Result<Arc<CachedSession>, SessionCacheError> {
+        validate_token(&session.token)?;
+        let mut session = session;
+        session.cache_expiry = self.next_cache_expiry();
+        session.expires = truncate_to_millis(session.expires);
+        let session = Arc::new(session);
+        self.store(session.clone()).await?;
+        Ok(session)
+    }
+
+    /// Removes one session from the cache.
+    pub async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
+        validate_token(token)?;
+        self.index().forget(token);
+        self.budgeted_write("delete", token, Write::Delete(token.to_owned()))
+            .await
+    }
+
+    /// Removes every session from the cache (and the indexes).
+    pub async fn clear(&self) -> Result<(), SessionCacheError> {
+        *self.index() = Index::default();
+        self.inner.strategy.clear().await
+    }
+
+    /// Removes every cached session of a user (e.g. after a password change). Returns how many
+    /// tokens were deleted.
+    pub async fn delete_sessions_by_user(&self, user_id: &Id) -> Result<usize, SessionCacheError> {
+        let mut tokens = self.index().tokens(IndexKind::User, user_id);
+        match self.inner.loader.tokens_by_user(user_id).await {
+            Ok(more) => tokens.extend(more),
+            Err(e) => tracing::warn!(error = %e, "loader could not list the user's sessions; using the local index only"),
+        }
+        self.delete_all(tokens).await
+    }
+
+    /// Removes every cached session whose active order is `order_id` (e.g. after the order is
+    /// placed). Returns how many tokens were deleted.
+    pub async fn delete_sessions_by_active_order(
+        &self,
+        order_id: &Id,
+    ) -> Result<usize, SessionCacheError> {
+        let mut tokens = self.index().tokens(IndexKind::Order, order_id);
+        match self.inner.loader.tokens_by_active_order(order_id).await {
+            Ok(more) => tokens.extend(more),
+            Err(e) => tracing::warn!(error = %e, "loader could not list the order's sessions; using the local index only"),
+        }
+        self.delete_all(tokens).await
+    }
+
+    async fn delete_all(&self, tokens: HashSet<String>) -> Result<usize, SessionCacheError> {
+        let mut first_error = None;
+        let mut deleted = 0;
+        for token in tokens {
+            if validate_token(&token).is_err() {
+                continue;
+            }
+            self.index().forget(&token);
+            match self
+                .budgeted_write("delete", &token, Write::Delete(token.clone()))
+                .await
+            {
+                Ok(()) => deleted += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
+    }
+
+    /// Sets the session's active order and caches the updated session (the caller has already
+    /// written it to the database). Returns the updated session.
+    pub async fn set_active_order(
+        &self,
+        session: &CachedSession,
+        order_id: Id,
+    ) -> Result<Arc<CachedSession>, SessionCacheError> {
+        self.update(session, |s| s.active_order_id = Some(order_id))
+            .await
+    }
+
+    /// Clears the session's active order and caches the updated session.
+    pub async fn unset_active_order(
+        &self,
+        session: &CachedSession,
+    ) -> Result<Arc<CachedSession>, SessionCacheError> {
+        self.update(session, |s| s.active_order_id = None).await
+    }
+
+    /// Sets the session's active channel and caches the updated session.
+    pub async fn set_active_channel(
+        &self,
+        session: &CachedSession,
+        channel_id: Id,
+    ) -> Result<Arc<CachedSession>, SessionCacheError> {
+        self.update(session, |s| s.active_channel_id = Some(channel_id))
+            .await
+    }
+
+    async fn update(
+        &self,
+        session: &CachedSession,
+        change: impl FnOnce(&mut CachedSession),
+    ) -> Result<Arc<CachedSession>, SessionCacheError> {
+        let mut s = session.clone();
+        change(&mut s);
+        self.set(s).await
+    }
+
+    /// Number of tokens in the secondary indexes (sessions this instance has stored and not yet
+    /// seen deleted or expired).
+    pub fn indexed_sessions(&self) -> usize {
+        self.index().by_token.len()
+    }
+}
+
+enum Write {
+    Set(Arc<CachedSession>),
+    Delete(String),
+}
+
+#[derive(Clone, Copy)]
+enum IndexKind {
+    User,
+    Order,
+}
+
+struct IndexEntry {
+    user: Option<String>,
+    order: Option<String>,
+    expires: OffsetDateTime,
+}
+
+/// Secondary indexes: user id -> tokens, active order id -> tokens. IDs are compared by their
+/// string form (Vendure's `idsAreEqual`). Entries of expired sessions are pruned in amortized
+/// O(1) whenever the index has doubled since the last prune.
+#[derive(Default)]
+struct Index {
+    by_user: HashMap<String, HashSet<String>>,
+    by_order: HashMap<String, HashSet<String>>,
+    by_token: HashMap<String, IndexEntry>,
+    prune_at: usize,
+}
+
+impl Index {
+    fn record(&mut self, s: &CachedSession) {
+        self.forget(&s.token);
+        let user = s.user.as_ref().map(|u| u.id.to_string());
+        let order = s.active_order_id.as_ref().map(Id::to_string);
+        if user.is_none() && order.is_none() {
+            return;
+        }
+        if let Some(u) = &user {
+            self.by_user
+                .entry(u.clone())
+                .or_default()
+                .insert(s.token.clone());
+        }
+        if let Some(o) = &order {
+            self.by_order
+                .entry(o.clone())
+                .or_default()
+                .insert(s.token.clone());
+        }
+        self.by_token.insert(
+            s.token.clone(),
+            IndexEntry {
+                user,
+                order,
+                expires: s.expires,
+            },
+        );
+        if self.by_token.len() >= self.prune_at.max(1024) {
+            self.prune(OffsetDateTime::now_utc());
+            self.prune_at = self.by_token.len() * 2;
+        }
+    }
+
+    fn forget(&mut self, token: &str) {
+        let Some(e) = self.by_token.remove(token) else {
+            return;
+        };
+        if let Some(u) = e.user {
+            unlink(&mut self.by_user, &u, token);
+        }
+        if let Some(o) = e.order {
+            unlink(&mut self.by_order, &o, token);
+        }
+    }
+
+    fn prune(&mut self, now: OffsetDateTime) {
+        let dead: Vec<String> = self
+            .by_token
+            .iter()
+            .filter(|(_, e)| e.expires <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in dead {
+            self.forget(&t);
+        }
+    }
+
+    fn tokens(&self, kind: IndexKind, id: &Id) -> HashSet<String> {
+        let map = match kind {
+            IndexKind::User => &self.by_user,
+            IndexKind::Order => &self.by_order,
+        };
+        map.get(&id.to_string()).cloned().unwrap_or_default()
+    }
+}
+
+fn unlink(map: &mut HashMap<String, HashSet<String>>, key: &str, token: &str) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(token);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// A [`SessionLoader`] built from an async closure, handy in tests and small services.
+pub struct FnLoader<F>(pub F);
+
+#[async_trait]
+impl<F, Fut> SessionLoader for FnLoader<F>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<CachedSession>, LoaderError>> + Send + 'static,
+{
+    async fn load(&self, token: &str) -> Result<Option<CachedSession>, LoaderError> {
+        (self.0)(token.to_owned()).await
+    }
+}

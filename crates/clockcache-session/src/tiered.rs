@@ -1,0 +1,553 @@
+//! `TieredSessionCacheStrategy`: an in-process near cache in front of Redis, kept coherent with
+//! Redis server-assisted client-side caching (RESP3 `CLIENT TRACKING ... BCAST`).
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clockcache::Cache;
+use parking_lot::{Mutex, RwLock};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::SessionCacheError;
+use crate::model::{validate_token, CachedSession};
+use crate::redis_strategy::{self as rs, RedisSessionCacheOptions};
+use crate::strategy::SessionCacheStrategy;
+
+const SLOTS: usize = 256;
+
+/// Settings of a [`TieredSessionCacheStrategy`].
+#[derive(Clone, Debug)]
+pub struct TieredOptions {
+    /// The Redis side (URL, namespace, timeouts).
+    pub redis: RedisSessionCacheOptions,
+    /// Most sessions in the near cache. Default 10 000.
+    pub near_capacity: u64,
+    /// Optional cap on how long an entry stays in the near cache. Entries never outlive the
+    /// session's `cache_expiry` or `expires` regardless.
+    pub near_max_ttl: Option<Duration>,
+    /// How often the invalidation connection is checked with `PING`; a failed check counts as a
+    /// lost connection (near cache flushed, tracking re-armed). Default 1 s.
+    pub health_check_interval: Duration,
+    /// First delay between reconnection attempts (doubling up to `reconnect_max_delay`).
+    /// Default 50 ms.
+    pub reconnect_min_delay: Duration,
+    /// Longest delay between reconnection attempts. Default 2 s.
+    pub reconnect_max_delay: Duration,
+}
+
+impl TieredOptions {
+    /// Options for `url` with every other setting at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        TieredOptions {
+            redis: RedisSessionCacheOptions::new(url),
+            near_capacity: 10_000,
+            near_max_ttl: None,
+            health_check_interval: Duration::from_secs(1),
+            reconnect_min_delay: Duration::from_millis(50),
+            reconnect_max_delay: Duration::from_secs(2),
+        }
+    }
+
+    /// Sets the Redis key namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.redis.namespace = namespace.into();
+        self
+    }
+
+    /// Sets the near cache capacity.
+    pub fn near_capacity(mut self, capacity: u64) -> Self {
+        self.near_capacity = capacity;
+        self
+    }
+}
+
+struct Inner {
+    opts: TieredOptions,
+    prefix: String,
+    client: Client,
+    near: Cache<String, Arc<CachedSession>>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Bumped on every invalidation of a token hashing to the slot.
+    slot_epochs: Box<[AtomicU64]>,
+    /// Bumped on every flush of the whole near cache.
+    flush_epoch: AtomicU64,
+    /// The connection that carries both commands and invalidations, with its generation.
+    conn: RwLock<Option<(u64, MultiplexedConnection)>>,
+    /// Generation of the armed connection (0: never connected).
+    armed: watch::Sender<u64>,
+    invalidations: AtomicU64,
+    flushes: AtomicU64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Snapshot {
+    flush: u64,
+    slot: u64,
+}
+
+impl Inner {
+    fn slot(&self, token: &str) -> usize {
+        (self.hasher.hash_one(token) as usize) % SLOTS
+    }
+
+    fn snapshot(&self, token: &str) -> Snapshot {
+        Snapshot {
+            flush: self.flush_epoch.load(Ordering::SeqCst),
+            slot: self.slot_epochs[self.slot(token)].load(Ordering::SeqCst),
+        }
+    }
+
+    /// Drops `token` from the near cache, and makes every fill that started earlier discard
+    /// what it read.
+    fn invalidate_local(&self, token: &str) {
+        self.slot_epochs[self.slot(token)].fetch_add(1, Ordering::SeqCst);
+        self.near.remove(token);
+    }
+
+    fn flush(&self) {
+        self.flush_epoch.fetch_add(1, Ordering::SeqCst);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.near.clear();
+    }
+
+    /// Inserts what a fill read, unless an invalidation raced with it.
+    fn fill(&self, session: &Arc<CachedSession>, before: Snapshot) {
+        let Some(mut ttl) = session.remaining_cache_life(OffsetDateTime::now_utc()) else {
+            return;
+        };
+        if let Some(max) = self.opts.near_max_ttl {
+            ttl = ttl.min(max);
+        }
+        if ttl.is_zero() {
+            return;
+        }
+        self.near
+            .insert_with_ttl(session.token.clone(), session.clone(), ttl);
+        if self.snapshot(&session.token) != before {
+            self.near.remove(session.token.as_str());
+        }
+    }
+
+    /// Runs inline in the connection's reader, in stream order with the replies.
+    fn on_push(&self, generation: u64, info: &PushInfo) {
+        match info.kind {
+            PushKind::Invalidate => {
+                self.invalidations.fetch_add(1, Ordering::Relaxed);
+                for v in &info.data {
+                    self.invalidate_value(v);
+                }
+            }
+            PushKind::Disconnection => {
+                let mut conn = self.conn.write();
+                if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
+                    *conn = None;
+                }
+                drop(conn);
+                self.flush();
+            }
+            _ => {}
+        }
+    }
+
+    fn invalidate_value(&self, v: &Value) {
+        match v {
+            // A null key list: the whole database was flushed.
+            Value::Nil => self.flush(),
+            Value::Array(keys) | Value::Set(keys) => {
+                for k in keys {
+                    self.invalidate_value(k);
+                }
+            }
+            Value::BulkString(bytes) => self.invalidate_key(bytes),
+            Value::SimpleString(s) => self.invalidate_key(s.as_bytes()),
+            _ => {}
+        }
+    }
+
+    fn invalidate_key(&self, key: &[u8]) {
+        let Some(token) = key.strip_prefix(self.prefix.as_bytes()) else {
+            return;
+        };
+        match std::str::from_utf8(token) {
+            Ok(token) => self.invalidate_local(token),
+            // Not a key this crate writes; to be safe, forget everything.
+            Err(_) => self.flush(),
+        }
+    }
+
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.conn.read().clone()
+    }
+
+    fn drop_connection(&self, generation: u64) {
+        let mut conn = self.conn.write();
+        if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *conn = None;
+        }
+        drop(conn);
+        self.flush();
+    }
+}
+
+/// Connects, arms tracking, and serves until the connection is lost; then retries with backoff.
+async fn supervise(weak: Weak<Inner>) {
+    let mut generation = 0u64;
+    let mut delay: Option<Duration> = None;
+    loop {
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        generation += 1;
+        let armed = serve(&inner, &weak, generation).await;
+        let (min, max) = (inner.opts.reconnect_min_delay, inner.opts.reconnect_max_delay);
+        drop(inner);
+        delay = Some(match (armed, delay) {
+            (true, _) | (false, None) => min,
+            (false, Some(d)) => (d * 2).min(max),
+        });
+    }
+}
+
+/// One connection's life. Returns whether it was armed (so the next retry starts quickly).
+async fn serve(inner: &Arc<Inner>, weak: &Weak<Inner>, generation: u64) -> bool {
+    let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<()>();
+    let push_weak = weak.clone();
+    let push = move |info: PushInfo| -> Result<(), ()> {
+        if let Some(inner) = push_weak.upgrade() {
+            inner.on_push(generation, &info);
+        }
+        if info.kind == PushKind::Disconnection {
+            let _ = lost_tx.send(());
+        }
+        Ok(())
+    };
+    let opts = &inner.opts.redis;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(opts.connect_timeout))
+        .set_response_timeout(Some(opts.op_timeout))
+        .set_push_sender(push);
+    let mut conn = match rs::timed(
+        opts.connect_timeout + opts.op_timeout,
+        inner.client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "tiered session cache: cannot connect to Redis; retrying");
+            return false;
+        }
+    };
+    let mut arm = redis::cmd("CLIENT");
+    arm.arg("TRACKING")
+        .arg("ON")
+        .arg("BCAST")
+        .arg("PREFIX")
+        .arg(&inner.prefix)
+        .arg("NOLOOP");
+    if let Err(e) = rs::timed(opts.op_timeout, arm.query_async::<()>(&mut conn)).await {
+        tracing::warn!(error = %e, "tiered session cache: CLIENT TRACKING failed; retrying");
+        return false;
+    }
+    // Anything cached before this point may have missed invalidations.
+    inner.flush();
+    *inner.conn.write() = Some((generation, conn.clone()));
+    inner.armed.send_replace(generation);
+    tracing::debug!(generation, "tiered session cache: invalidation tracking armed");
+    let mut tick = tokio::time::interval(inner.opts.health_check_interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = lost_rx.recv() => break,
+            _ = tick.tick() => {
+                let ping = redis::cmd("PING");
+                if let Err(e) = rs::timed(opts.op_timeout, ping.query_async::<String>(&mut conn)).await {
+                    tracing::warn!(error = %e, "tiered session cache: health check failed; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+    inner.drop_connection(generation);
+    tracing::warn!(
+        generation,
+        "tiered session cache: invalidation connection lost; near cache flushed, reconnecting"
+    );
+    true
+}
+
+/// Sessions in Redis with an in-process near cache (the clockcache engine) on each instance.
+///
+/// Reads are served from the near cache when possible; misses read Redis and fill it. The
+/// strategy owns one RESP3 connection that both carries its commands and receives invalidations:
+/// it sends `CLIENT TRACKING ON BCAST PREFIX {namespace}: NOLOOP`, so any write to a session
+/// key by any other client (another instance, a Vendure server) makes Redis push an
+/// invalidation, and the entry is dropped here. When that connection is lost (or fails its
+/// health check) the near cache is flushed, commands fail (misses) until it is back, and tracking
+/// is re-armed on the new connection before the near cache is used again. Near entries expire at
+/// the session's `cache_expiry` or `expires`, whichever is first.
+///
+/// A fill that raced with an invalidation is discarded (per-token epochs), so an invalidation is
+/// never lost to a concurrent read. See [`sync_invalidations`](Self::sync_invalidations) for a
+/// read-your-others'-writes barrier.
+pub struct TieredSessionCacheStrategy {
+    inner: Arc<Inner>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    started: AtomicBool,
+}
+
+impl std::fmt::Debug for TieredSessionCacheStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredSessionCacheStrategy")
+            .field("namespace", &self.inner.opts.redis.namespace)
+            .field("near_len", &self.inner.near.len())
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TieredSessionCacheStrategy {
+    fn drop(&mut self) {
+        if let Some(h) = self.supervisor.lock().take() {
+            h.abort();
+        }
+    }
+}
+
+impl TieredSessionCacheStrategy {
+    /// A strategy for `url` with default options. No I/O here: the connection is made by
+    /// [`init`](SessionCacheStrategy::init), or on first use.
+    pub fn new(url: &str) -> Result<Self, SessionCacheError> {
+        Self::with_options(TieredOptions::new(url))
+    }
+
+    /// A strategy with the given options.
+    pub fn with_options(opts: TieredOptions) -> Result<Self, SessionCacheError> {
+        let info = opts.redis.validate()?;
+        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(resp3);
+        let client = Client::open(info)
+            .map_err(|e| SessionCacheError::Config(format!("bad Redis URL: {e}")))?;
+        let prefix = format!("{}:", opts.redis.namespace);
+        let near = Cache::builder().capacity(opts.near_capacity.max(1)).build();
+        let (armed, _) = watch::channel(0);
+        Ok(TieredSessionCacheStrategy {
+            inner: Arc::new(Inner {
+                prefix,
+                client,
+                near,
+                hasher: Default::default(),
+                slot_epochs: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+                flush_epoch: AtomicU64::new(0),
+                conn: RwLock::new(None),
+                armed,
+                invalidations: AtomicU64::new(0),
+                flushes: AtomicU64::new(0),
+                opts,
+            }),
+            supervisor: Mutex::new(None),
+            started: AtomicBool::new(false),
+        })
+    }
+
+    fn ensure_started(&self) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        let mut sup = self.supervisor.lock();
+        if sup.is_none() && !self.started.load(Ordering::Acquire) {
+            *sup = Some(tokio::spawn(supervise(Arc::downgrade(&self.inner))));
+            self.started.store(true, Ordering::Release);
+        }
+    }
+
+    /// The armed connection; right after start, waits up to the connect timeout for the first
+    /// one. `None` while Redis is unreachable.
+    async fn connection(&self) -> Option<MultiplexedConnection> {
+        self.ensure_started();
+        if let Some((_, c)) = self.inner.current() {
+            return Some(c);
+        }
+        let mut rx = self.inner.armed.subscribe();
+        if *rx.borrow() == 0 {
+            let wait = self.inner.opts.redis.connect_timeout;
+            let _ = tokio::time::timeout(wait, async { rx.wait_for(|g| *g > 0).await.is_ok() }).await;
+        }
+        self.inner.current().map(|(_, c)| c)
+    }
+
+    fn no_connection() -> SessionCacheError {
+        SessionCacheError::Backend("Redis is unreachable (invalidation connection down)".into())
+    }
+
+    /// Whether the invalidation connection is up and tracking is armed.
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.read().is_some()
+    }
+
+    /// Waits until the invalidation connection is armed, at most `timeout`. Returns whether it is.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        self.ensure_started();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.is_connected() {
+                return true;
+            }
+            let mut rx = self.inner.armed.subscribe();
+            let seen = *rx.borrow_and_update();
+            if self.is_connected() {
+                return true;
+            }
+            let changed = tokio::time::timeout_at(deadline, async {
+                rx.wait_for(|g| *g != seen).await.is_ok()
+            })
+            .await;
+            if !matches!(changed, Ok(true)) {
+                return self.is_connected();
+            }
+        }
+    }
+
+    /// A barrier: when it returns `Ok`, every invalidation for writes that completed (on any
+    /// instance) before it was called has been applied to this near cache. It sends a `PING` on
+    /// the invalidation connection; Redis queues invalidations ahead of later replies on that
+    /// connection, and they are applied in stream order.
+    pub async fn sync_invalidations(&self) -> Result<(), SessionCacheError> {
+        let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
+        rs::timed(
+            self.inner.opts.redis.op_timeout,
+            redis::cmd("PING").query_async::<String>(&mut c),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sessions in the near cache now.
+    pub fn near_len(&self) -> usize {
+        self.inner.near.len()
+    }
+
+    /// Whether `token` is in the near cache (without changing recency).
+    pub fn near_contains(&self, token: &str) -> bool {
+        self.inner.near.contains_key(token)
+    }
+
+    /// Invalidation messages received so far.
+    pub fn invalidations_received(&self) -> u64 {
+        self.inner.invalidations.load(Ordering::Relaxed)
+    }
+
+    /// Times the whole near cache was flushed (connection armed or lost, `FLUSHALL`, `clear`).
+    pub fn flushes(&self) -> u64 {
+        self.inner.flushes.load(Ordering::Relaxed)
+    }
+
+    fn log<T>(op: &'static str, r: Result<T, SessionCacheError>) -> Result<T, SessionCacheError> {
+        if let Err(e) = &r {
+            tracing::warn!(op, error = %e, "tiered session cache call failed");
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl SessionCacheStrategy for TieredSessionCacheStrategy {
+    /// Starts the invalidation connection and waits (up to the connect timeout) until tracking
+    /// is armed; the error says Redis is unreachable (the strategy keeps retrying).
+    async fn init(&self) -> Result<(), SessionCacheError> {
+        let ok = self
+            .wait_connected(self.inner.opts.redis.connect_timeout)
+            .await;
+        Self::log("init", if ok { Ok(()) } else { Err(Self::no_connection()) })
+    }
+
+    /// Stops the invalidation connection and empties the near cache.
+    async fn destroy(&self) -> Result<(), SessionCacheError> {
+        if let Some(h) = self.supervisor.lock().take() {
+            h.abort();
+        }
+        *self.inner.conn.write() = None;
+        self.inner.flush();
+        Ok(())
+    }
+
+    async fn set(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {
+        let r = async {
+            validate_token(&session.token)?;
+            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
+            let inner = &self.inner;
+            inner.invalidate_local(&session.token);
+            let before = inner.snapshot(&session.token);
+            match rs::write_session(&mut c, &inner.opts.redis, &session).await {
+                Ok(()) => {
+                    inner.fill(&session, before);
+                    Ok(())
+                }
+                Err(e) => {
+                    inner.invalidate_local(&session.token);
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        Self::log("set", r)
+    }
+
+    async fn get(&self, token: &str) -> Option<Arc<CachedSession>> {
+        if let Err(e) = validate_token(token) {
+            tracing::debug!(error = %e, "tiered session cache get with an invalid token");
+            return None;
+        }
+        let inner = &self.inner;
+        if let Some(s) = inner.near.get(token) {
+            if !s.is_unusable_at(OffsetDateTime::now_utc()) {
+                return Some(s);
+            }
+        }
+        let r = async {
+            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
+            let before = inner.snapshot(token);
+            let found = rs::read_session(&mut c, &inner.opts.redis, token).await?;
+            Ok(found.map(|s| {
+                let s = Arc::new(s);
+                inner.fill(&s, before);
+                s
+            }))
+        }
+        .await;
+        Self::log("get", r).ok().flatten()
+    }
+
+    async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
+        let r = async {
+            validate_token(token)?;
+            self.inner.invalidate_local(token);
+            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
+            let r = rs::unlink(&mut c, &self.inner.opts.redis, token).await;
+            self.inner.invalidate_local(token);
+            r
+        }
+        .await;
+        Self::log("delete", r)
+    }
+
+    async fn clear(&self) -> Result<(), SessionCacheError> {
+        let r = async {
+            self.inner.flush();
+            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
+            let r = rs::clear_namespace(&mut c, &self.inner.opts.redis).await;
+            self.inner.flush();
+            r.map(drop)
+        }
+        .await;
+        Self::log("clear", r)
+    }
+}
