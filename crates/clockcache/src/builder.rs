@@ -1,0 +1,240 @@
+//! [`CacheBuilder`]: every setting of a cache, in one place.
+
+use crate::cache::{Cache, Core, Weigher};
+use crate::clock::{duration_nanos, Clock, ClockSource};
+use crate::expiry::Expiry;
+use crate::policy::EvictionPolicy;
+use crate::shard::{Listener, Shard};
+use crate::stats::ReadCounters;
+use crate::sync::{Arc, AtomicUsize};
+use crate::RemovalCause;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// Capacity of a builder that was not given one.
+pub const DEFAULT_CAPACITY: u64 = 10_000;
+
+/// Smallest share of the capacity the default sharding gives a shard: fewer
+/// entries per shard would cost hit ratio (each shard evicts on its own).
+const MIN_SHARD_CAPACITY: u64 = 512;
+
+/// Most shards a cache can have.
+const MAX_SHARDS: usize = 1 << 16;
+
+/// Configures and builds a [`Cache`].
+///
+/// ```
+/// use clockcache::{Cache, EvictionPolicy, RemovalCause};
+/// use std::time::Duration;
+///
+/// let cache: Cache<String, Vec<u8>> = Cache::builder()
+///     .capacity(64 * 1024 * 1024) // total bytes, with the weigher below
+///     .weigher(|k: &String, v: &Vec<u8>| (k.len() + v.len()).try_into().unwrap_or(u32::MAX))
+///     .time_to_live(Duration::from_secs(300))
+///     .eviction_policy(EvictionPolicy::S3Fifo)
+///     .eviction_listener(|key: &String, _v: &Vec<u8>, cause: RemovalCause| {
+///         if cause == RemovalCause::Evicted {
+///             eprintln!("evicted {key}");
+///         }
+///     })
+///     .build();
+/// cache.insert("a".to_string(), vec![0; 10]);
+/// assert_eq!(cache.weighted_size(), 11);
+/// ```
+pub struct CacheBuilder<K, V> {
+    capacity: u64,
+    shards: Option<usize>,
+    weigher: Option<Weigher<K, V>>,
+    ttl: Option<Duration>,
+    tti: Option<Duration>,
+    expiry: Option<Box<dyn Expiry<K, V>>>,
+    listener: Option<Listener<K, V>>,
+    policy: EvictionPolicy,
+    clock: ClockSource,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> fmt::Debug for CacheBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("capacity", &self.capacity)
+            .field("shards", &self.shards)
+            .field("weigher", &self.weigher.is_some())
+            .field("time_to_live", &self.ttl)
+            .field("time_to_idle", &self.tti)
+            .field("expiry", &self.expiry.is_some())
+            .field("eviction_listener", &self.listener.is_some())
+            .field("eviction_policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<K, V> Default for CacheBuilder<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V> CacheBuilder<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A builder with the defaults: capacity [`DEFAULT_CAPACITY`] entries,
+    /// sharding from the capacity and the number of CPUs, S3-FIFO, no
+    /// expiry, no listener, the system clock.
+    pub fn new() -> Self {
+        Self {
+            capacity: DEFAULT_CAPACITY,
+            shards: None,
+            weigher: None,
+            ttl: None,
+            tti: None,
+            expiry: None,
+            listener: None,
+            policy: EvictionPolicy::default(),
+            clock: ClockSource::System,
+            _types: PhantomData,
+        }
+    }
+
+    /// The most entries the cache holds, or with a [`weigher`](Self::weigher)
+    /// the most total weight. Zero is allowed: the cache then stores nothing.
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The number of shards, rounded up to a power of two (at most 65,536).
+    /// The default is four per CPU, fewer for small capacities, so that no
+    /// shard holds less than 512 entries' worth.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards.clamp(1, MAX_SHARDS).next_power_of_two());
+        self
+    }
+
+    /// Weighs entries: the capacity then bounds their total weight. The
+    /// weigher runs once per insert, outside every lock. An entry heavier
+    /// than the whole capacity is not stored (see [`Cache::insert`]).
+    pub fn weigher<F>(mut self, weigher: F) -> Self
+    where
+        F: Fn(&K, &V) -> u32 + Send + Sync + 'static,
+    {
+        self.weigher = Some(Box::new(weigher));
+        self
+    }
+
+    /// Default time to live of entries inserted without their own.
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Time to idle: an entry inserted without its own ttl (and without an
+    /// [`Expiry`]) expires when not read for this long; every `get` resets
+    /// its timer. Takes precedence over [`time_to_live`](Self::time_to_live).
+    pub fn time_to_idle(mut self, tti: Duration) -> Self {
+        self.tti = Some(tti);
+        self
+    }
+
+    /// Computes each entry's time to live from its key and value.
+    pub fn expiry<E>(mut self, expiry: E) -> Self
+    where
+        E: Expiry<K, V>,
+    {
+        self.expiry = Some(Box::new(expiry));
+        self
+    }
+
+    /// Called exactly once for every entry that leaves the cache, with the
+    /// cause, after the shard lock is released (never on the read path). A
+    /// panic in the listener is caught and does not affect the cache.
+    /// Dropping the cache drops its entries without calling it.
+    pub fn eviction_listener<F>(mut self, listener: F) -> Self
+    where
+        F: Fn(&K, &V, RemovalCause) + Send + Sync + 'static,
+    {
+        self.listener = Some(std::sync::Arc::new(listener));
+        self
+    }
+
+    /// The eviction policy (default [`EvictionPolicy::S3Fifo`]).
+    pub fn eviction_policy(mut self, policy: EvictionPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The source of time for expiry (default: [`SystemClock`](crate::SystemClock)).
+    pub fn clock<C: Clock>(mut self, clock: C) -> Self {
+        self.clock = ClockSource::Custom(std::sync::Arc::new(clock));
+        self
+    }
+
+    /// Builds the cache with a randomly seeded ahash hasher.
+    pub fn build(self) -> Cache<K, V> {
+        self.build_with_hasher(ahash::RandomState::new())
+    }
+
+    /// Builds the cache with the given hasher.
+    pub fn build_with_hasher<S>(self, hasher: S) -> Cache<K, V, S>
+    where
+        S: BuildHasher + Send + Sync + 'static,
+    {
+        let n = self.shards.unwrap_or_else(|| default_shards(self.capacity));
+        let base = self.capacity / n as u64;
+        let extra = (self.capacity % n as u64) as usize;
+        let weighted = self.weigher.is_some();
+        let shards: Box<[Shard<K, V>]> = (0..n)
+            .map(|i| {
+                let budget = base + u64::from(i < extra);
+                let limit = if weighted {
+                    usize::MAX
+                } else {
+                    usize::try_from(budget).unwrap_or(usize::MAX)
+                };
+                Shard::new(budget, self.policy, limit)
+            })
+            .collect();
+        Cache {
+            core: Arc::new(Core {
+                shards,
+                hasher,
+                clock: self.clock,
+                listener: self.listener,
+                weigher: self.weigher,
+                expiry: self.expiry,
+                ttl: self.ttl.map(duration_nanos),
+                tti: self.tti.map(duration_nanos),
+                capacity: self.capacity,
+                reads: ReadCounters::new(parallelism() * 2),
+                over: AtomicUsize::new(0),
+                hand: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+fn parallelism() -> usize {
+    if cfg!(loom) {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// Four shards per CPU, halved while a shard would get less than
+/// [`MIN_SHARD_CAPACITY`].
+fn default_shards(capacity: u64) -> usize {
+    let mut n = (parallelism() * 4).next_power_of_two().min(MAX_SHARDS);
+    while n > 1 && capacity / (n as u64) < MIN_SHARD_CAPACITY {
+        n /= 2;
+    }
+    n
+}

@@ -1,0 +1,695 @@
+//! The cache front end: hashing, shard selection, the lock-free read path,
+//! and the write paths that lock one shard at a time.
+
+use crate::builder::CacheBuilder;
+use crate::clock::{duration_nanos, ClockSource};
+use crate::entry::{Entry, NEVER};
+use crate::expiry::Expiry;
+use crate::loader::Pending;
+use crate::shard::{Listener, Loading, Retired, Shard};
+use crate::stats::{CacheStats, ReadCounters};
+use crate::sync::epoch::{self, Guard};
+use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::RemovalCause;
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::time::Duration;
+
+/// Computes an entry's weight (see [`CacheBuilder::weigher`]).
+pub(crate) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u32 + Send + Sync>;
+
+/// Shared state behind every handle on one cache.
+pub(crate) struct Core<K, V, S> {
+    pub(crate) shards: Box<[Shard<K, V>]>,
+    pub(crate) hasher: S,
+    pub(crate) clock: ClockSource,
+    pub(crate) listener: Option<Listener<K, V>>,
+    pub(crate) weigher: Option<Weigher<K, V>>,
+    pub(crate) expiry: Option<Box<dyn Expiry<K, V>>>,
+    /// Default time to live, nanoseconds.
+    pub(crate) ttl: Option<u64>,
+    /// Time to idle, nanoseconds.
+    pub(crate) tti: Option<u64>,
+    pub(crate) capacity: u64,
+    pub(crate) reads: ReadCounters,
+    /// Shards whose weight is over their budget (rare: only an entry heavier
+    /// than a shard's share puts one there). While non-zero, writers check
+    /// the whole-cache bound and evict across shards.
+    pub(crate) over: AtomicUsize,
+    /// Next shard to evict from when enforcing the whole-cache bound.
+    pub(crate) hand: AtomicUsize,
+}
+
+/// A bounded, thread-safe, concurrent cache.
+///
+/// `Cache` is a cheap handle (`Clone` shares one cache). Reads ([`get`],
+/// [`peek`], [`contains_key`]) take no lock; writes lock one shard. See the
+/// [crate documentation](crate) for the design and an example.
+///
+/// [`get`]: Cache::get
+/// [`peek`]: Cache::peek
+/// [`contains_key`]: Cache::contains_key
+pub struct Cache<K, V, S = ahash::RandomState> {
+    pub(crate) core: Arc<Core<K, V, S>>,
+}
+
+impl<K, V, S> Clone for Cache<K, V, S> {
+    fn clone(&self) -> Self {
+        Self {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<K, V, S> fmt::Debug for Cache<K, V, S>
+where
+    K: Eq,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field(
+                "len",
+                &self.core.shards.iter().map(Shard::len).sum::<usize>(),
+            )
+            .field("capacity", &self.core.capacity)
+            .field("shards", &self.core.shards.len())
+            .finish()
+    }
+}
+
+impl<K, V> Cache<K, V, ahash::RandomState>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A cache holding at most `capacity` entries, with the default policy,
+    /// no expiry and a randomly seeded ahash hasher.
+    ///
+    /// `Cache::new(0)` is valid and stores nothing (every insert is reported
+    /// to the listener as `Evicted`).
+    pub fn new(capacity: u64) -> Self {
+        CacheBuilder::new().capacity(capacity).build()
+    }
+
+    /// A builder for every other setting.
+    pub fn builder() -> CacheBuilder<K, V> {
+        CacheBuilder::new()
+    }
+}
+
+/// What an insert's key needs from a load in flight.
+enum Flight<V> {
+    Lead(Arc<Pending<V>>),
+    Join(Arc<Pending<V>>),
+    Found(V),
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    #[inline]
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.core.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &Shard<K, V> {
+        // Bits 32..: the table's home slot uses the low 32 bits and the tag
+        // the top 7, so the three are independent.
+        let i = (hash >> 32) as usize & (self.core.shards.len() - 1);
+        &self.core.shards[i]
+    }
+
+    /// The value for `key`, marking it recently used. Returns `None` if the
+    /// key is absent or its entry has expired.
+    ///
+    /// Takes no lock and writes no shared counter: it pins the epoch,
+    /// searches the shard's table, and at most sets the entry's small access
+    /// counter (and, with time to idle, its deadline).
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        let shard = self.shard(hash);
+        let guard = epoch::pin();
+        let found = shard.table(&guard).find(hash, key, &guard);
+        match found {
+            Some(e) if self.live_for_read(e) => {
+                e.touch();
+                self.core.reads.hit();
+                Some(e.value().clone())
+            }
+            _ => {
+                self.core.reads.miss();
+                None
+            }
+        }
+    }
+
+    /// Checks the deadline of an entry found by a reader and, with time to
+    /// idle, pushes it forward.
+    #[inline]
+    fn live_for_read(&self, e: &Entry<K, V>) -> bool {
+        let d = e.deadline.load(Ordering::Relaxed);
+        if d == NEVER {
+            return true;
+        }
+        let now = self.core.clock.now();
+        if d <= now {
+            return false;
+        }
+        if e.idle {
+            if let Some(tti) = self.core.tti {
+                let next = now.saturating_add(tti).min(NEVER - 1);
+                // Skip the store unless the deadline moves by 1/64 of the
+                // idle time: hot entries are not rewritten on every read.
+                if next > d.saturating_add(tti >> 6) {
+                    e.deadline.store(next, Ordering::Relaxed);
+                }
+            }
+        }
+        true
+    }
+
+    /// The value for `key` without marking it used or counting a hit or a
+    /// miss (and without extending a time-to-idle deadline).
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        let guard = epoch::pin();
+        let e = self.shard(hash).table(&guard).find(hash, key, &guard)?;
+        (!self.is_expired_now(e)).then(|| e.value().clone())
+    }
+
+    fn is_expired_now(&self, e: &Entry<K, V>) -> bool {
+        let d = e.deadline.load(Ordering::Relaxed);
+        d != NEVER && d <= self.core.clock.now()
+    }
+
+    /// Whether `key` has a live entry (no recency change).
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        let guard = epoch::pin();
+        let found = self.shard(hash).table(&guard).find(hash, key, &guard);
+        found.is_some_and(|e| !self.is_expired_now(e))
+    }
+
+    /// Inserts or replaces the value for `key`. Its deadline comes from the
+    /// [`Expiry`], else the time to idle, else the default time to live
+    /// (none: it never expires).
+    ///
+    /// An entry heavier than the whole capacity is not stored: it replaces
+    /// (removes) the key's old entry and is reported to the listener as
+    /// [`RemovalCause::Evicted`].
+    pub fn insert(&self, key: K, value: V) {
+        self.insert_inner(key, value, None);
+    }
+
+    /// Inserts or replaces the value for `key`, expiring `ttl` from now
+    /// (overriding every cache-wide setting for this entry).
+    ///
+    /// A zero `ttl` stores nothing: it removes the key's old entry and
+    /// reports the new one as [`RemovalCause::Expired`]. A `ttl` too large to
+    /// represent (beyond ~580 years) means "never expires".
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
+        self.insert_inner(key, value, Some(ttl));
+    }
+
+    /// Builds an entry: weight, deadline, and whether it cannot stay.
+    fn make_entry(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        now: u64,
+    ) -> (Box<Entry<K, V>>, Option<RemovalCause>) {
+        let core = &*self.core;
+        let weight = core.weigher.as_ref().map_or(1, |w| w(&key, &value));
+        let (life, idle) = if let Some(t) = ttl {
+            (Some(duration_nanos(t)), false)
+        } else if let Some(x) = &core.expiry {
+            (
+                x.expire_after_insert(&key, &value).map(duration_nanos),
+                false,
+            )
+        } else if let Some(t) = core.tti {
+            (Some(t), true)
+        } else {
+            (core.ttl, false)
+        };
+        let deadline = match life {
+            None => NEVER,
+            Some(n) => now.checked_add(n).filter(|&d| d < NEVER).unwrap_or(NEVER),
+        };
+        let doa = if u64::from(weight) > core.capacity {
+            Some(RemovalCause::Evicted)
+        } else if deadline <= now {
+            Some(RemovalCause::Expired)
+        } else {
+            None
+        };
+        (
+            Box::new(Entry::new(key, value, weight, deadline, idle)),
+            doa,
+        )
+    }
+
+    fn insert_inner(&self, key: K, value: V, ttl: Option<Duration>) {
+        let now = self.core.clock.now();
+        let hash = self.hash(&key);
+        let (entry, doa) = self.make_entry(key, value, ttl, now);
+        let shard = self.shard(hash);
+        let guard = epoch::pin();
+        let mut retired = Retired::new();
+        let hasher = |k: &K| self.hash(k);
+        let (change, new) = {
+            let mut inner = shard.inner.lock();
+            shard.insert_locked(
+                &mut inner,
+                hash,
+                entry,
+                doa,
+                now,
+                &hasher,
+                &mut retired,
+                &guard,
+            )
+        };
+        self.settle(change, new, now, &mut retired, &guard);
+        retired.release(self.core.listener.as_ref(), &guard);
+    }
+
+    /// After a write: keeps the count of shards over budget and, while any
+    /// is, evicts across shards (one shard lock at a time, never the entry
+    /// `protect`) until the whole cache is within its capacity.
+    fn settle(
+        &self,
+        change: isize,
+        protect: *const Entry<K, V>,
+        now: u64,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) {
+        let core = &*self.core;
+        match change {
+            1 => {
+                core.over.fetch_add(1, Ordering::AcqRel);
+            }
+            -1 => {
+                core.over.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        if core.over.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let hasher = |k: &K| self.hash(k);
+        let n = core.shards.len();
+        loop {
+            let total: u64 = core.shards.iter().map(Shard::weight).sum();
+            if total <= core.capacity {
+                return;
+            }
+            let mut progressed = false;
+            for _ in 0..n {
+                let i = core.hand.fetch_add(1, Ordering::Relaxed) & (n - 1);
+                let shard = &core.shards[i];
+                let mut inner = shard.inner.lock();
+                progressed |=
+                    shard.evict_one_locked(&mut inner, now, protect, &hasher, retired, guard);
+                let change = shard.publish_locked(&mut inner);
+                drop(inner);
+                self.count_over(change);
+                if progressed {
+                    break;
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn count_over(&self, change: isize) {
+        match change {
+            1 => {
+                self.core.over.fetch_add(1, Ordering::AcqRel);
+            }
+            -1 => {
+                self.core.over.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes `key`'s entry and returns its value (reported to the listener
+    /// as [`RemovalCause::Removed`]). An expired entry is removed too, and
+    /// `None` returned.
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        let shard = self.shard(hash);
+        let guard = epoch::pin();
+        let mut retired = Retired::new();
+        let now = self.core.clock.now();
+        let removed = {
+            let mut inner = shard.inner.lock();
+            let p = shard.remove_locked(&mut inner, hash, key, &mut retired, &guard);
+            let change = shard.publish_locked(&mut inner);
+            drop(inner);
+            self.count_over(change);
+            p
+        };
+        let value = removed.and_then(|p| {
+            // SAFETY: retired (not yet released) and we are pinned: the
+            // entry is still allocated.
+            let e = unsafe { p.as_ref() };
+            let d = e.deadline.load(Ordering::Relaxed);
+            (d == NEVER || d > now).then(|| e.value().clone())
+        });
+        retired.release(self.core.listener.as_ref(), &guard);
+        value
+    }
+
+    /// The value for `key`, computing and inserting it with `init` on a miss.
+    ///
+    /// Single flight: while one caller runs `init` for a key, other callers
+    /// for the same key wait for its value instead of running their own. If
+    /// `init` panics, the waiters are released and one of them runs its own
+    /// `init`.
+    pub fn get_or_insert_with<F>(&self, key: K, init: F) -> V
+    where
+        F: FnOnce() -> V,
+    {
+        match self.get_or_try_insert_with(key, || Ok::<V, std::convert::Infallible>(init())) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Like [`get_or_insert_with`](Self::get_or_insert_with) with a fallible
+    /// `init`: an error is returned to this caller, nothing is inserted, and
+    /// callers waiting on the same key start over.
+    pub fn get_or_try_insert_with<E, F>(&self, key: K, init: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Result<V, E>,
+    {
+        let hash = self.hash(&key);
+        let shard = self.shard(hash);
+        let mut key = Some(key);
+        loop {
+            let k = key.as_ref().expect("key is kept until the load starts");
+            if let Some(v) = self.get(k) {
+                return Ok(v);
+            }
+            let flight = {
+                let guard = epoch::pin();
+                let mut inner = shard.inner.lock();
+                let found = shard.table(&guard).find(hash, k, &guard);
+                if let Some(e) = found.filter(|e| !self.is_expired_now(e)) {
+                    e.touch();
+                    Flight::Found(e.value().clone())
+                } else if let Some(l) = inner.loading.iter().find(|l| l.hash == hash && l.key == *k)
+                {
+                    Flight::Join(l.pending.clone())
+                } else {
+                    let pending = Arc::new(Pending::new());
+                    let key = key.take().expect("checked above");
+                    inner.loading.push(Loading {
+                        hash,
+                        key,
+                        pending: pending.clone(),
+                    });
+                    Flight::Lead(pending)
+                }
+            };
+            match flight {
+                Flight::Found(v) => return Ok(v),
+                Flight::Join(p) => {
+                    if let Some(v) = p.wait() {
+                        return Ok(v);
+                    }
+                    // The loader failed or panicked: start over.
+                }
+                Flight::Lead(p) => {
+                    let mut lead = Lead {
+                        cache: self,
+                        hash,
+                        pending: &p,
+                        done: false,
+                    };
+                    let value = init()?;
+                    lead.finish(value.clone());
+                    return Ok(value);
+                }
+            }
+        }
+    }
+
+    /// Removes every entry for which `keep` returns false (reported as
+    /// [`RemovalCause::Removed`]), and every expired entry. `keep` runs under
+    /// the lock of the shard it looks at: it must not call into this cache.
+    pub fn retain<F>(&self, mut keep: F)
+    where
+        F: FnMut(&K, &V) -> bool,
+    {
+        let hasher = |k: &K| self.hash(k);
+        for shard in self.core.shards.iter() {
+            let guard = epoch::pin();
+            let mut retired = Retired::new();
+            let now = self.core.clock.now();
+            {
+                let mut inner = shard.inner.lock();
+                shard.retain_locked(&mut inner, now, &mut keep, &hasher, &mut retired, &guard);
+                let change = shard.publish_locked(&mut inner);
+                drop(inner);
+                self.count_over(change);
+            }
+            retired.release(self.core.listener.as_ref(), &guard);
+        }
+    }
+
+    /// Removes every entry (reported as [`RemovalCause::Cleared`]). Entries
+    /// inserted while `clear` runs may survive it.
+    pub fn clear(&self) {
+        for shard in self.core.shards.iter() {
+            let guard = epoch::pin();
+            let mut retired = Retired::new();
+            {
+                let mut inner = shard.inner.lock();
+                shard.clear_locked(&mut inner, &mut retired, &guard);
+                let change = shard.publish_locked(&mut inner);
+                drop(inner);
+                self.count_over(change);
+            }
+            retired.release(self.core.listener.as_ref(), &guard);
+        }
+    }
+
+    /// Removes every entry whose deadline has passed, in time proportional
+    /// to their number (no scan of the cache, no change of recency). Returns
+    /// how many it removed.
+    pub fn purge_expired(&self) -> usize {
+        let hasher = |k: &K| self.hash(k);
+        let mut total = 0;
+        for shard in self.core.shards.iter() {
+            let guard = epoch::pin();
+            let mut retired = Retired::new();
+            let now = self.core.clock.now();
+            {
+                let mut inner = shard.inner.lock();
+                total +=
+                    shard.purge_locked(&mut inner, now, usize::MAX, &hasher, &mut retired, &guard);
+                let change = shard.publish_locked(&mut inner);
+                drop(inner);
+                self.count_over(change);
+            }
+            retired.release(self.core.listener.as_ref(), &guard);
+        }
+        total
+    }
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Eq,
+{
+    /// Live entries (expired ones not yet reclaimed included). While writers
+    /// run this is a moment's approximation; once they are quiet it never
+    /// exceeds the capacity (without a weigher).
+    pub fn len(&self) -> usize {
+        self.core.shards.iter().map(Shard::len).sum()
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity: the most entries, or with a weigher the most total
+    /// weight.
+    pub fn capacity(&self) -> u64 {
+        self.core.capacity
+    }
+
+    /// Total weight of the live entries (equals `len()` without a weigher).
+    pub fn weighted_size(&self) -> u64 {
+        self.core.shards.iter().map(Shard::weight).sum()
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.core.shards.len()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        let (hits, misses) = self.core.reads.sum();
+        let mut s = CacheStats {
+            hits,
+            misses,
+            ..CacheStats::default()
+        };
+        for shard in self.core.shards.iter() {
+            let c = &shard.counters;
+            s.inserts += c.inserts.load(Ordering::Relaxed);
+            s.updates += c.updates.load(Ordering::Relaxed);
+            s.evictions += c.evictions.load(Ordering::Relaxed);
+            s.expirations += c.expirations.load(Ordering::Relaxed);
+            s.removals += c.removals.load(Ordering::Relaxed);
+        }
+        s
+    }
+
+    /// Heap bytes held by the cache's own structures (tables, queues, ghost,
+    /// deadline index), not counting the entries themselves (one allocation
+    /// of `size_of::<K>() + size_of::<V>() + 24` bytes, rounded up to
+    /// 8, each) nor what keys and values own.
+    pub fn structure_bytes(&self) -> usize {
+        let guard = epoch::pin();
+        self.core
+            .shards
+            .iter()
+            .map(|s| {
+                let inner = s.inner.lock();
+                s.structure_bytes(&inner, &guard)
+            })
+            .sum()
+    }
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Iterates over clones of the live entries, shard by shard.
+    ///
+    /// Weakly consistent: it takes no lock and never blocks writers; an entry
+    /// present for the whole iteration is yielded exactly once, one inserted
+    /// or removed meanwhile may or may not be.
+    pub fn iter(&self) -> crate::iter::Iter<'_, K, V, S> {
+        crate::iter::Iter::new(self)
+    }
+}
+
+/// The caller running a load for `get_or_insert_with`. Dropped unfinished
+/// (the loader failed or panicked), it withdraws the load and releases the
+/// waiters.
+struct Lead<'a, K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    cache: &'a Cache<K, V, S>,
+    hash: u64,
+    pending: &'a Arc<Pending<V>>,
+    done: bool,
+}
+
+impl<K, V, S> Lead<'_, K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Withdraws the load record, returning the key it holds.
+    fn withdraw(&self, inner: &mut crate::shard::Inner<K, V>) -> Option<K> {
+        let i = inner
+            .loading
+            .iter()
+            .position(|l| Arc::ptr_eq(&l.pending, self.pending))?;
+        Some(inner.loading.swap_remove(i).key)
+    }
+
+    /// Inserts the loaded value and withdraws the load in one critical
+    /// section (so no caller can see neither), then hands the value to the
+    /// waiters.
+    fn finish(&mut self, value: V) {
+        let cache = self.cache;
+        let shard = cache.shard(self.hash);
+        let now = cache.core.clock.now();
+        let guard = epoch::pin();
+        let mut retired = Retired::new();
+        let hasher = |k: &K| cache.hash(k);
+        let mut inner = shard.inner.lock();
+        let key = self
+            .withdraw(&mut inner)
+            .expect("only the leader withdraws its load");
+        let (entry, doa) = cache.make_entry(key, value.clone(), None, now);
+        let (change, new) = shard.insert_locked(
+            &mut inner,
+            self.hash,
+            entry,
+            doa,
+            now,
+            &hasher,
+            &mut retired,
+            &guard,
+        );
+        drop(inner);
+        self.done = true;
+        self.pending.finish(Some(value));
+        cache.settle(change, new, now, &mut retired, &guard);
+        retired.release(cache.core.listener.as_ref(), &guard);
+    }
+}
+
+impl<K, V, S> Drop for Lead<'_, K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let shard = self.cache.shard(self.hash);
+        let key = {
+            let mut inner = shard.inner.lock();
+            self.withdraw(&mut inner)
+        };
+        drop(key);
+        self.pending.finish(None);
+    }
+}

@@ -1,0 +1,116 @@
+//! One cached entry, shared between the shard that owns it and the readers
+//! that find it through the table.
+
+use crate::sync::{AtomicU64, AtomicU8, Ordering, Published};
+
+/// Deadline of an entry that never expires.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// Highest value of the per-entry access counter (two bits' worth, as in
+/// S3-FIFO; CLOCK only asks whether it is non-zero).
+pub(crate) const MAX_FREQ: u8 = 3;
+
+/// Which eviction queue of its shard an entry sits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Queue {
+    /// S3-FIFO's small probationary FIFO.
+    Small = 0,
+    /// The main clock (the only queue of plain CLOCK).
+    Main = 1,
+}
+
+/// A heap-allocated entry. Readers reach it through the shard's table while
+/// pinned by crossbeam-epoch; it is freed only through `Guard::defer`, after
+/// it has been unlinked from the table and from its queue.
+///
+/// Field ownership:
+/// - `key`, `value`, `weight`, `idle` never change after publication.
+/// - `deadline` is written by the writer that publishes the entry and, for
+///   time-to-idle entries, by readers (a plain store, no read-modify-write).
+/// - `freq` is bumped by readers with a load and a conditional store, and
+///   lowered by the shard's writer during eviction.
+/// - `pos` and `queue` belong to the writer holding the shard lock.
+pub(crate) struct Entry<K, V> {
+    key: Published<K>,
+    value: Published<V>,
+    pub(crate) deadline: AtomicU64,
+    pos: crate::sync::AtomicUsize,
+    pub(crate) weight: u32,
+    pub(crate) freq: AtomicU8,
+    queue: AtomicU8,
+    /// Whether reads push the deadline forward (time-to-idle).
+    pub(crate) idle: bool,
+}
+
+impl<K, V> Entry<K, V> {
+    pub(crate) fn new(key: K, value: V, weight: u32, deadline: u64, idle: bool) -> Self {
+        Self {
+            key: Published::new(key),
+            value: Published::new(value),
+            deadline: AtomicU64::new(deadline),
+            pos: crate::sync::AtomicUsize::new(0),
+            weight,
+            freq: AtomicU8::new(0),
+            queue: AtomicU8::new(Queue::Main as u8),
+            idle,
+        }
+    }
+
+    /// The key (immutable after publication).
+    #[inline]
+    pub(crate) fn key(&self) -> &K {
+        self.key.get()
+    }
+
+    /// The value (immutable after publication).
+    #[inline]
+    pub(crate) fn value(&self) -> &V {
+        self.value.get()
+    }
+
+    /// Whether the entry's deadline has passed at `now`.
+    #[inline]
+    pub(crate) fn is_expired(&self, now: u64) -> bool {
+        self.deadline.load(Ordering::Relaxed) <= now
+    }
+
+    /// Marks a hit: raises the access counter with a plain load and, only if
+    /// it is below its cap, a store. Concurrent readers may lose an
+    /// increment; that only makes the counter an underestimate.
+    #[inline]
+    pub(crate) fn touch(&self) {
+        let f = self.freq.load(Ordering::Relaxed);
+        if f < MAX_FREQ {
+            self.freq.store(f + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writer only (shard lock held): position in its queue's ring.
+    #[inline]
+    pub(crate) fn pos(&self) -> usize {
+        self.pos.load(Ordering::Relaxed)
+    }
+
+    /// Writer only (shard lock held).
+    #[inline]
+    pub(crate) fn set_pos(&self, pos: usize) {
+        self.pos.store(pos, Ordering::Relaxed);
+    }
+
+    /// Writer only (shard lock held): the queue the entry is in.
+    #[inline]
+    pub(crate) fn queue(&self) -> Queue {
+        if self.queue.load(Ordering::Relaxed) == Queue::Small as u8 {
+            Queue::Small
+        } else {
+            Queue::Main
+        }
+    }
+
+    /// Writer only (shard lock held).
+    #[inline]
+    pub(crate) fn set_queue(&self, queue: Queue) {
+        self.queue.store(queue as u8, Ordering::Relaxed);
+    }
+}

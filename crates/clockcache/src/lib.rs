@@ -1,0 +1,112 @@
+//! A fast, correct, concurrent in-memory cache.
+//!
+//! # The idea
+//!
+//! A cache is read far more often than it is written, so `clockcache` makes
+//! reads cost almost nothing: a `get` takes no lock, performs no
+//! read-modify-write on shared memory and allocates nothing. It pins an
+//! epoch (crossbeam-epoch), searches an open-addressing table, and marks the
+//! entry it found by raising a two-bit counter with a plain load and, if the
+//! counter is not yet at its cap, a store.
+//!
+//! Writers pay for everything else. The cache is split into shards (a power
+//! of two, chosen from the capacity and the number of CPUs); each has one
+//! `parking_lot` mutex that insert, remove and eviction take. Because readers
+//! do not lock, a writer never frees an entry at once: it unlinks it and
+//! hands it to the epoch collector, which frees it once no reader that could
+//! have seen it is still pinned.
+//!
+//! Eviction is CLOCK-style: the counters that readers set are what the
+//! writer's hand reads. The default policy, S3-FIFO, keeps new entries on
+//! probation in a small FIFO and promotes only those read again to the main
+//! clock, so scans and one-hit wonders do not flush the working set; plain
+//! CLOCK (an LRU approximation) is one builder call away. Entries can expire
+//! (a time to live per entry or cache-wide, a time to idle, or a function of
+//! key and value); expired entries are never returned and are reclaimed in
+//! deadline order without scanning the cache.
+//!
+//! `docs/design.md` in the repository explains the layout, the read and write
+//! paths and why each race is safe; the loom models next to the code check
+//! those arguments.
+//!
+//! # Example
+//!
+//! ```
+//! use clockcache::Cache;
+//! use std::sync::Arc;
+//! use std::thread;
+//! use std::time::Duration;
+//!
+//! let cache: Cache<u64, Arc<String>> = Cache::new(10_000);
+//!
+//! let workers: Vec<_> = (0..4)
+//!     .map(|t| {
+//!         let cache = cache.clone(); // a cheap handle on the same cache
+//!         thread::spawn(move || {
+//!             for i in 0..1_000 {
+//!                 let v = cache.get_or_insert_with(i, || Arc::new(format!("value {i}")));
+//!                 assert_eq!(*v, format!("value {i}"));
+//!                 if i % 10 == t {
+//!                     cache.insert_with_ttl(i, Arc::new(format!("value {i}")), Duration::from_secs(60));
+//!                 }
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//! for w in workers {
+//!     w.join().unwrap();
+//! }
+//! assert_eq!(cache.len(), 1_000);
+//! assert!(cache.stats().hits > 0);
+//! ```
+//!
+//! # Choosing settings
+//!
+//! - [`Cache::new`] bounds the number of entries; [`CacheBuilder::weigher`]
+//!   bounds total weight instead (bytes, say).
+//! - Values are cloned out on every hit: store `Arc<T>` for anything larger
+//!   than a few words.
+//! - [`CacheBuilder::eviction_listener`] is told about every entry that
+//!   leaves, with its [`RemovalCause`].
+
+#![warn(missing_docs, unsafe_op_in_unsafe_fn)]
+
+mod builder;
+mod cache;
+mod clock;
+mod entry;
+mod expiry;
+mod iter;
+mod loader;
+mod policy;
+mod raw;
+mod ring;
+mod shard;
+mod stats;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+pub use builder::{CacheBuilder, DEFAULT_CAPACITY};
+pub use cache::Cache;
+pub use clock::{Clock, MockClock, SystemClock};
+pub use expiry::Expiry;
+pub use iter::Iter;
+pub use policy::EvictionPolicy;
+pub use stats::CacheStats;
+
+/// Why an entry left the cache (given to the eviction listener).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemovalCause {
+    /// Evicted to keep the cache within its capacity (or too heavy to store).
+    Evicted,
+    /// Its deadline passed.
+    Expired,
+    /// Removed by [`Cache::remove`] or [`Cache::retain`].
+    Removed,
+    /// Replaced by an insert for the same key.
+    Replaced,
+    /// Removed by [`Cache::clear`].
+    Cleared,
+}

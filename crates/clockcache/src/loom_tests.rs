@@ -1,0 +1,239 @@
+//! Loom models of the races the design argues about (docs/design.md, "Why
+//! it is correct"). Each model runs the real engine: under `--cfg loom` the
+//! `sync` shim hands it loom's atomics, mutex and cells, and crossbeam-epoch
+//! runs on loom too (`--cfg crossbeam_loom`).
+//!
+//! Run with:
+//! `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p clockcache --release --lib loom`
+
+use crate::{Cache, EvictionPolicy, MockClock, RemovalCause};
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use std::time::Duration;
+
+/// Loom replays a model many times and needs every run to take the same
+/// path for the same schedule: a fixed hasher seed keeps slot positions
+/// deterministic.
+fn hasher() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(1, 2, 3, 4)
+}
+
+fn cache(capacity: u64, clock: &MockClock) -> Cache<u64, u64, ahash::RandomState> {
+    Cache::builder()
+        .capacity(capacity)
+        .shards(1)
+        .clock(clock.clone())
+        .build_with_hasher(hasher())
+}
+
+/// A reader racing an insert that replaces the value it looks up sees the
+/// old value or the new one, never anything else, and the replaced entry is
+/// reported once.
+#[test]
+fn loom_get_races_replacing_insert() {
+    loom::model(|| {
+        let replaced = Arc::new(AtomicUsize::new(0));
+        let r = replaced.clone();
+        let c: Cache<u64, u64, ahash::RandomState> = Cache::builder()
+            .capacity(4)
+            .shards(1)
+            .clock(MockClock::new())
+            .eviction_listener(move |_k: &u64, v: &u64, cause| {
+                assert_eq!((*v, cause), (10, RemovalCause::Replaced));
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .build_with_hasher(hasher());
+        c.insert(1, 10);
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.insert(1, 11))
+        };
+        let seen = c.get(&1);
+        assert!(matches!(seen, Some(10) | Some(11)), "{seen:?}");
+        w.join().unwrap();
+        assert_eq!(c.get(&1), Some(11));
+        assert_eq!(replaced.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// A reader racing the insert of a key it looks up for the first time sees
+/// nothing or the complete entry (publication is Release/Acquire: loom
+/// reports a causality violation otherwise).
+#[test]
+fn loom_get_races_first_insert() {
+    loom::model(|| {
+        let c = cache(4, &MockClock::new());
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.insert(7, 70))
+        };
+        let seen = c.get(&7);
+        assert!(matches!(seen, None | Some(70)), "{seen:?}");
+        w.join().unwrap();
+        assert_eq!(c.get(&7), Some(70));
+    });
+}
+
+/// A reader racing the eviction of the entry it reads gets the value or a
+/// miss; the evicted entry stays allocated while the reader holds it.
+#[test]
+fn loom_get_races_eviction() {
+    loom::model(|| {
+        let c: Cache<u64, u64, ahash::RandomState> = Cache::builder()
+            .capacity(1)
+            .shards(1)
+            .eviction_policy(EvictionPolicy::Clock)
+            .clock(MockClock::new())
+            .build_with_hasher(hasher());
+        c.insert(1, 10);
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.insert(2, 20))
+        };
+        let seen = c.get(&1);
+        assert!(matches!(seen, None | Some(10)), "{seen:?}");
+        w.join().unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get(&2), Some(20));
+    });
+}
+
+/// A reader racing `remove` gets the value or a miss; `remove` returns the
+/// value exactly once.
+#[test]
+fn loom_get_races_remove() {
+    loom::model(|| {
+        let c = cache(4, &MockClock::new());
+        c.insert(1, 10);
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.remove(&1))
+        };
+        let seen = c.get(&1);
+        assert!(matches!(seen, None | Some(10)), "{seen:?}");
+        assert_eq!(w.join().unwrap(), Some(10));
+        assert_eq!(c.get(&1), None);
+        assert!(c.is_empty());
+    });
+}
+
+/// A reader racing expiry (the clock moving past the deadline, then a purge)
+/// never returns the value once it has seen the clock past the deadline.
+#[test]
+fn loom_get_races_expiry() {
+    loom::model(|| {
+        let clock = MockClock::new();
+        let c = cache(4, &clock);
+        c.insert_with_ttl(1, 10, Duration::from_nanos(10));
+        let w = {
+            let (c, clock) = (c.clone(), clock.clone());
+            thread::spawn(move || {
+                clock.advance(Duration::from_nanos(100));
+                c.purge_expired()
+            })
+        };
+        let seen = c.get(&1);
+        let after = clock.now_for_tests();
+        assert!(matches!(seen, None | Some(10)), "{seen:?}");
+        let purged = w.join().unwrap();
+        assert_eq!(purged, 1);
+        assert!(after <= 101);
+        assert_eq!(c.get(&1), None);
+        assert!(c.is_empty());
+    });
+}
+
+/// Once the clock has passed the deadline (happens-before the read), the
+/// read misses, whether or not the purge has run.
+#[test]
+fn loom_expired_read_after_clock_moves() {
+    loom::model(|| {
+        let clock = MockClock::new();
+        let c = cache(4, &clock);
+        c.insert_with_ttl(1, 10, Duration::from_nanos(10));
+        clock.advance(Duration::from_nanos(10));
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.purge_expired())
+        };
+        assert_eq!(c.get(&1), None);
+        w.join().unwrap();
+    });
+}
+
+/// Two inserts of one key leave exactly one entry holding one of the two
+/// values, and the other value is reported as replaced.
+#[test]
+fn loom_two_inserts_of_one_key() {
+    loom::model(|| {
+        let replaced = Arc::new(AtomicUsize::new(0));
+        let r = replaced.clone();
+        let c: Cache<u64, u64, ahash::RandomState> = Cache::builder()
+            .capacity(4)
+            .shards(1)
+            .clock(MockClock::new())
+            .eviction_listener(move |_k: &u64, _v: &u64, cause| {
+                assert_eq!(cause, RemovalCause::Replaced);
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .build_with_hasher(hasher());
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.insert(1, 1))
+        };
+        c.insert(1, 2);
+        w.join().unwrap();
+        assert_eq!(c.len(), 1);
+        assert!(matches!(c.get(&1), Some(1) | Some(2)));
+        assert_eq!(replaced.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// `clear` racing an insert: afterwards the cache is empty or holds exactly
+/// the inserted entry, and its counts agree with what `get` sees.
+#[test]
+fn loom_clear_races_insert() {
+    loom::model(|| {
+        let c = cache(4, &MockClock::new());
+        c.insert(1, 10);
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.insert(2, 20))
+        };
+        c.clear();
+        w.join().unwrap();
+        assert_eq!(c.get(&1), None);
+        match c.get(&2) {
+            Some(20) => assert_eq!(c.len(), 1),
+            None => assert_eq!(c.len(), 0),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+/// Two callers of `get_or_insert_with` on one missing key: the loader runs
+/// once and both get its value.
+#[test]
+fn loom_single_flight_two_callers() {
+    loom::model(|| {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let c = cache(4, &MockClock::new());
+        let w = {
+            let (c, loads) = (c.clone(), loads.clone());
+            thread::spawn(move || {
+                c.get_or_insert_with(5, || {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    50
+                })
+            })
+        };
+        let mine = c.get_or_insert_with(5, || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            50
+        });
+        assert_eq!(mine, 50);
+        assert_eq!(w.join().unwrap(), 50);
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    });
+}

@@ -1,0 +1,314 @@
+//! Eviction: which entry leaves a full shard.
+//!
+//! Both policies run entirely on the write path, under the shard lock. The
+//! only thing a reader contributes is the entry's access counter
+//! ([`Entry::touch`]: a load and, if the counter is below 3, a store).
+//!
+//! - [`EvictionPolicy::Clock`]: one ring; the head is the clock hand. An
+//!   entry with a non-zero counter gets a second chance (counter cleared,
+//!   moved behind the hand); the first entry found with a zero counter goes.
+//!   This approximates LRU.
+//! - [`EvictionPolicy::S3Fifo`]: the S3-FIFO policy of Yang et al. (SOSP '23).
+//!   New entries enter a small probationary FIFO (10% of the shard). An entry
+//!   that leaves it without having been read since insertion is evicted and
+//!   its key's fingerprint remembered in a ghost FIFO; one that was read moves
+//!   to the main ring, a CLOCK whose counter counts down (up to three second
+//!   chances). A new key found in the ghost goes straight to the main ring.
+//!   One-hit wonders and scans thus pass through the small FIFO without
+//!   flushing the main ring.
+//!
+//! Expired entries met by the hand leave first, as `Expired`.
+
+use crate::entry::{Entry, Queue};
+use crate::ring::Ring;
+use crate::sync::Ordering;
+use crate::RemovalCause;
+use std::collections::{HashMap, VecDeque};
+use std::ptr::NonNull;
+
+/// Which eviction policy a cache uses (see [`CacheBuilder::eviction_policy`](crate::CacheBuilder::eviction_policy)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EvictionPolicy {
+    /// CLOCK (second chance): an approximation of LRU. Choose it when the
+    /// workload is purely recency-driven.
+    Clock,
+    /// S3-FIFO: a small probationary FIFO, a main CLOCK with small frequency
+    /// counters and a ghost of recently evicted keys. Scan- and
+    /// one-hit-wonder-resistant; the default.
+    #[default]
+    S3Fifo,
+}
+
+/// Fingerprints of keys recently evicted from the small FIFO.
+struct Ghost {
+    fifo: VecDeque<u32>,
+    counts: HashMap<u32, u16, ahash::RandomState>,
+}
+
+impl Ghost {
+    fn new() -> Self {
+        Self {
+            fifo: VecDeque::new(),
+            counts: HashMap::default(),
+        }
+    }
+
+    fn contains(&self, fp: u32) -> bool {
+        self.counts.contains_key(&fp)
+    }
+
+    fn insert(&mut self, fp: u32, cap: usize) {
+        self.fifo.push_back(fp);
+        *self.counts.entry(fp).or_insert(0) += 1;
+        while self.fifo.len() > cap {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(old) = self.fifo.pop_front() {
+            if let Some(c) = self.counts.get_mut(&old) {
+                *c -= 1;
+                if *c == 0 {
+                    self.counts.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.fifo = VecDeque::new();
+        self.counts = HashMap::default();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.fifo.capacity() * 4 + self.counts.capacity() * 9
+    }
+}
+
+#[inline]
+fn fingerprint(hash: u64) -> u32 {
+    hash as u32
+}
+
+/// An entry chosen by [`Policy::evict`], already out of its queue.
+pub(crate) struct Victim<K, V> {
+    pub(crate) entry: NonNull<Entry<K, V>>,
+    pub(crate) cause: RemovalCause,
+    /// Evicted unread from the probationary FIFO: a ghost candidate.
+    pub(crate) from_probation: bool,
+}
+
+impl<K, V> Victim<K, V> {
+    fn new(entry: NonNull<Entry<K, V>>, cause: RemovalCause, from_probation: bool) -> Self {
+        Self {
+            entry,
+            cause,
+            from_probation,
+        }
+    }
+}
+
+/// The per-shard eviction state.
+pub(crate) struct Policy<K, V> {
+    kind: EvictionPolicy,
+    small: Ring<K, V>,
+    main: Ring<K, V>,
+    small_weight: u64,
+    main_weight: u64,
+    small_target: u64,
+    ghost: Ghost,
+}
+
+/// Share of a shard's budget given to the S3-FIFO probationary queue.
+const SMALL_SHARE_PERCENT: u64 = 10;
+
+impl<K, V> Policy<K, V> {
+    pub(crate) fn new(kind: EvictionPolicy, budget: u64, expected_items: usize) -> Self {
+        let (small_cap, main_cap) = match kind {
+            EvictionPolicy::Clock => (0, expected_items),
+            EvictionPolicy::S3Fifo => (expected_items / 8, expected_items),
+        };
+        Self {
+            kind,
+            small: Ring::with_capacity(small_cap),
+            main: Ring::with_capacity(main_cap),
+            small_weight: 0,
+            main_weight: 0,
+            small_target: (budget * SMALL_SHARE_PERCENT / 100).max(1),
+            ghost: Ghost::new(),
+        }
+    }
+
+    /// Places a newly inserted entry.
+    pub(crate) fn admit(&mut self, e: &Entry<K, V>, hash: u64) {
+        let to_main = match self.kind {
+            EvictionPolicy::Clock => true,
+            EvictionPolicy::S3Fifo => self.ghost.contains(fingerprint(hash)),
+        };
+        if to_main {
+            e.set_queue(Queue::Main);
+            self.main.push_back(e);
+            self.main_weight += u64::from(e.weight);
+        } else {
+            e.set_queue(Queue::Small);
+            self.small.push_back(e);
+            self.small_weight += u64::from(e.weight);
+        }
+    }
+
+    /// Takes an entry out (removal, expiry, clear).
+    pub(crate) fn remove(&mut self, e: &Entry<K, V>) {
+        match e.queue() {
+            Queue::Small => {
+                self.small.remove(e);
+                self.small_weight -= u64::from(e.weight);
+            }
+            Queue::Main => {
+                self.main.remove(e);
+                self.main_weight -= u64::from(e.weight);
+            }
+        }
+    }
+
+    /// `new` replaces `old` (same key) in place, keeping its queue, position
+    /// and access history.
+    pub(crate) fn replace(&mut self, old: &Entry<K, V>, new: &Entry<K, V>) {
+        let q = old.queue();
+        new.set_queue(q);
+        new.freq
+            .store(old.freq.load(Ordering::Relaxed), Ordering::Relaxed);
+        let w = match q {
+            Queue::Small => {
+                self.small.replace(old, new);
+                &mut self.small_weight
+            }
+            Queue::Main => {
+                self.main.replace(old, new);
+                &mut self.main_weight
+            }
+        };
+        *w = *w - u64::from(old.weight) + u64::from(new.weight);
+    }
+
+    /// Chooses a victim and takes it out of its queue. `protect` (the entry
+    /// just inserted) is never chosen; `None` means nothing else is left.
+    pub(crate) fn evict(&mut self, now: u64, protect: *const Entry<K, V>) -> Option<Victim<K, V>> {
+        if self.kind == EvictionPolicy::S3Fifo
+            && (self.small_weight > self.small_target || self.main.len() == 0)
+        {
+            if let Some(v) = self.evict_small(now, protect) {
+                return Some(v);
+            }
+        }
+        self.evict_main(now, protect).or_else(|| {
+            // Main had nothing but `protect`: try the small FIFO after all.
+            if self.kind == EvictionPolicy::S3Fifo {
+                self.evict_small(now, protect)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Remembers the key hash of an entry evicted from probation, so that
+    /// its next insertion goes straight to the main ring.
+    pub(crate) fn remember(&mut self, hash: u64) {
+        let cap = self.main.len().max(16);
+        self.ghost.insert(fingerprint(hash), cap);
+    }
+
+    fn evict_small(&mut self, now: u64, protect: *const Entry<K, V>) -> Option<Victim<K, V>> {
+        let mut seen_protect = false;
+        while let Some(p) = self.small.pop_front() {
+            // SAFETY: ring pointers are live entries of this shard; the shard
+            // lock is held by our caller.
+            let e = unsafe { p.as_ref() };
+            if std::ptr::eq(e, protect) {
+                self.small.push_back(e);
+                if seen_protect {
+                    return None;
+                }
+                seen_protect = true;
+                continue;
+            }
+            let w = u64::from(e.weight);
+            if e.is_expired(now) {
+                self.small_weight -= w;
+                return Some(Victim::new(p, RemovalCause::Expired, false));
+            }
+            if e.freq.load(Ordering::Relaxed) > 0 {
+                // Read while on probation: promote to the main ring.
+                e.freq.store(0, Ordering::Relaxed);
+                self.small_weight -= w;
+                self.main_weight += w;
+                e.set_queue(Queue::Main);
+                self.main.push_back(e);
+            } else {
+                self.small_weight -= w;
+                return Some(Victim::new(p, RemovalCause::Evicted, true));
+            }
+        }
+        None
+    }
+
+    fn evict_main(&mut self, now: u64, protect: *const Entry<K, V>) -> Option<Victim<K, V>> {
+        // Every pass over the ring lowers each counter, so a victim turns up
+        // within MAX_FREQ + 1 rotations unless readers keep raising counters;
+        // past that bound the entry at the hand goes regardless.
+        let mut budget = (self.main.len() + 1) * (usize::from(crate::entry::MAX_FREQ) + 2);
+        let mut seen_protect = false;
+        while let Some(p) = self.main.pop_front() {
+            // SAFETY: as in `evict_small`.
+            let e = unsafe { p.as_ref() };
+            if std::ptr::eq(e, protect) {
+                self.main.push_back(e);
+                if seen_protect {
+                    return None;
+                }
+                seen_protect = true;
+                continue;
+            }
+            let w = u64::from(e.weight);
+            if e.is_expired(now) {
+                self.main_weight -= w;
+                return Some(Victim::new(p, RemovalCause::Expired, false));
+            }
+            let f = e.freq.load(Ordering::Relaxed);
+            budget = budget.saturating_sub(1);
+            if f > 0 && budget > 0 {
+                let lowered = match self.kind {
+                    EvictionPolicy::Clock => 0,
+                    EvictionPolicy::S3Fifo => f - 1,
+                };
+                e.freq.store(lowered, Ordering::Relaxed);
+                self.main.push_back(e);
+                continue;
+            }
+            self.main_weight -= w;
+            return Some(Victim::new(p, RemovalCause::Evicted, false));
+        }
+        None
+    }
+
+    /// Empties both queues (and the ghost), returning every entry.
+    pub(crate) fn drain(&mut self) -> Vec<NonNull<Entry<K, V>>> {
+        let mut all: Vec<_> = self.small.drain().collect();
+        all.extend(self.main.drain());
+        self.small_weight = 0;
+        self.main_weight = 0;
+        self.ghost.clear();
+        all
+    }
+
+    /// Every entry, small FIFO first.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = NonNull<Entry<K, V>>> + '_ {
+        self.small.iter().chain(self.main.iter())
+    }
+
+    /// Heap bytes held by the queues and the ghost.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.small.heap_bytes() + self.main.heap_bytes() + self.ghost.heap_bytes()
+    }
+}

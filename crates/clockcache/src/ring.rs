@@ -1,0 +1,116 @@
+//! A FIFO of entry pointers with O(1) removal from the middle: the building
+//! block of both eviction policies (CLOCK is one ring whose head is the hand;
+//! S3-FIFO is two rings).
+//!
+//! Each entry records its logical position; removing it leaves a hole that
+//! the hand skips. When holes outnumber live entries the ring is compacted
+//! (positions renumbered), so holes cost O(1) amortized and never more than
+//! the live entries' own slots. Writer only: every method runs under the
+//! shard lock.
+
+use crate::entry::Entry;
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+
+pub(crate) struct Ring<K, V> {
+    cells: VecDeque<Option<NonNull<Entry<K, V>>>>,
+    /// Logical position of `cells[0]`.
+    head: usize,
+    holes: usize,
+}
+
+// SAFETY: the ring only stores pointers to entries that the shard owns; it is
+// used only under the shard lock and is Send/Sync exactly when the entries
+// are.
+unsafe impl<K: Send + Sync, V: Send + Sync> Send for Ring<K, V> {}
+// SAFETY: as above; shared references never touch the pointees.
+unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Ring<K, V> {}
+
+impl<K, V> Ring<K, V> {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            cells: VecDeque::with_capacity(n),
+            head: 0,
+            holes: 0,
+        }
+    }
+
+    /// Live entries.
+    pub(crate) fn len(&self) -> usize {
+        self.cells.len() - self.holes
+    }
+
+    /// Appends an entry at the tail.
+    pub(crate) fn push_back(&mut self, e: &Entry<K, V>) {
+        e.set_pos(self.head.wrapping_add(self.cells.len()));
+        self.cells.push_back(Some(NonNull::from(e)));
+    }
+
+    /// Takes the entry at the head, skipping holes.
+    pub(crate) fn pop_front(&mut self) -> Option<NonNull<Entry<K, V>>> {
+        while let Some(cell) = self.cells.pop_front() {
+            self.head = self.head.wrapping_add(1);
+            match cell {
+                Some(p) => return Some(p),
+                None => self.holes -= 1,
+            }
+        }
+        None
+    }
+
+    /// Removes `e`, which must be in this ring.
+    pub(crate) fn remove(&mut self, e: &Entry<K, V>) {
+        let idx = e.pos().wrapping_sub(self.head);
+        debug_assert_eq!(
+            self.cells[idx].map(|p| p.as_ptr().cast_const()),
+            Some(e as *const _)
+        );
+        self.cells[idx] = None;
+        self.holes += 1;
+        if self.holes > 32 && self.holes > self.len() {
+            self.compact();
+        }
+    }
+
+    /// Puts `new` in the cell of `old` (same position, same queue).
+    pub(crate) fn replace(&mut self, old: &Entry<K, V>, new: &Entry<K, V>) {
+        let idx = old.pos().wrapping_sub(self.head);
+        debug_assert_eq!(
+            self.cells[idx].map(|p| p.as_ptr().cast_const()),
+            Some(old as *const _)
+        );
+        new.set_pos(old.pos());
+        self.cells[idx] = Some(NonNull::from(new));
+    }
+
+    fn compact(&mut self) {
+        self.cells.retain(|c| c.is_some());
+        self.holes = 0;
+        for (i, c) in self.cells.iter().enumerate() {
+            if let Some(p) = c {
+                // SAFETY: every pointer in the ring is a live entry owned by
+                // this shard (the shard lock is held by our caller).
+                unsafe { p.as_ref() }.set_pos(self.head.wrapping_add(i));
+            }
+        }
+        self.cells
+            .shrink_to(self.cells.len().max(self.cells.capacity() / 2));
+    }
+
+    /// The live entries, head first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = NonNull<Entry<K, V>>> + '_ {
+        self.cells.iter().flatten().copied()
+    }
+
+    /// Empties the ring, returning its live entries.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = NonNull<Entry<K, V>>> + '_ {
+        self.holes = 0;
+        self.head = 0;
+        self.cells.drain(..).flatten()
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.cells.capacity() * std::mem::size_of::<Option<NonNull<Entry<K, V>>>>()
+    }
+}

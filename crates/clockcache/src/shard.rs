@@ -1,0 +1,513 @@
+//! A shard: one raw table that readers search without locking, and the
+//! writer state (eviction queues, deadline index, weight accounting, loads
+//! in flight) behind one `parking_lot` mutex.
+//!
+//! Every function here named `*_locked` runs with that mutex held and
+//! collects the entries it takes out in a [`Retired`] list; the caller
+//! releases the lock first and only then hands the list to the eviction
+//! listener and the epoch collector.
+
+use crate::entry::{Entry, NEVER};
+use crate::expiry::DeadlineIndex;
+use crate::policy::{EvictionPolicy, Policy};
+use crate::raw::RawTable;
+use crate::stats::WriteCounters;
+use crate::sync::epoch::{self, Guard, Owned};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::RemovalCause;
+use std::borrow::Borrow;
+use std::ptr::NonNull;
+
+/// How many due deadlines an insert reclaims on its way (more are reclaimed
+/// whenever the shard is over budget, and by `purge_expired`).
+const PURGE_PER_INSERT: usize = 8;
+
+/// Entries a shard's table is first sized for (it grows by doubling, up to
+/// what the shard's budget needs).
+const INITIAL_ITEMS: usize = 4096;
+
+/// The eviction listener, as the cache stores it.
+pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(&K, &V, RemovalCause) + Send + Sync>;
+
+/// Entries taken out of a shard under its lock, waiting to be reported and
+/// reclaimed once the lock is released.
+pub(crate) struct Retired<K, V> {
+    list: Vec<(NonNull<Entry<K, V>>, RemovalCause)>,
+}
+
+impl<K, V> Retired<K, V> {
+    pub(crate) fn new() -> Self {
+        Self { list: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, e: NonNull<Entry<K, V>>, cause: RemovalCause) {
+        self.list.push((e, cause));
+    }
+
+    /// Calls the listener once per entry (outside every lock; a panicking
+    /// listener is contained), then hands each entry to the epoch collector,
+    /// which frees it once no reader can hold it.
+    pub(crate) fn release(mut self, listener: Option<&Listener<K, V>>, guard: &Guard) {
+        for (p, cause) in self.list.drain(..) {
+            if let Some(l) = listener {
+                // SAFETY: `p` was unlinked from the table and its queue under
+                // the shard lock and has not been handed to the collector
+                // yet, so it is still allocated and no writer touches it.
+                let e = unsafe { p.as_ref() };
+                let call = std::panic::AssertUnwindSafe(|| l(e.key(), e.value(), cause));
+                // A panicking listener must not leak the remaining entries
+                // nor poison the cache; the panic hook has already reported it.
+                let _ = std::panic::catch_unwind(call);
+            }
+            let raw = p.as_ptr();
+            // SAFETY: the entry is unreachable for readers that pin from now
+            // on (its slot was nulled under the lock); readers pinned before
+            // are waited for by the collector. It was allocated by `Box` and
+            // is retired exactly once (only the lock holder that unlinked it
+            // holds this pointer).
+            unsafe { guard.defer_unchecked(move || drop(Box::from_raw(raw))) };
+        }
+    }
+}
+
+impl<K, V> Drop for Retired<K, V> {
+    fn drop(&mut self) {
+        // Only reached with entries left if `release` was never called (a
+        // panic between unlinking and releasing): free them the slow, safe
+        // way.
+        if !self.list.is_empty() {
+            let guard = epoch::pin();
+            let list = std::mem::take(&mut self.list);
+            Retired { list }.release(None, &guard);
+        }
+    }
+}
+
+/// A load in flight for `get_or_insert_with` (single flight).
+pub(crate) struct Loading<K, V> {
+    pub(crate) hash: u64,
+    pub(crate) key: K,
+    pub(crate) pending: Arc<crate::loader::Pending<V>>,
+}
+
+/// Writer state of a shard.
+pub(crate) struct Inner<K, V> {
+    policy: Policy<K, V>,
+    deadlines: DeadlineIndex,
+    weight: u64,
+    len: usize,
+    pub(crate) budget: u64,
+    /// Whether `weight > budget` at the last publication.
+    over: bool,
+    /// Most entries the shard is expected to hold (its budget without a
+    /// weigher): the table never grows past what that needs.
+    item_limit: usize,
+    pub(crate) loading: Vec<Loading<K, V>>,
+}
+
+pub(crate) struct Shard<K, V> {
+    table: epoch::Atomic<RawTable<K, V>>,
+    pub(crate) inner: Mutex<Inner<K, V>>,
+    len: AtomicUsize,
+    weight: AtomicU64,
+    pub(crate) counters: WriteCounters,
+}
+
+/// Hashes a key the way the cache does.
+pub(crate) type HashFn<'a, K> = &'a dyn Fn(&K) -> u64;
+
+impl<K, V> Shard<K, V>
+where
+    K: Eq,
+{
+    pub(crate) fn new(budget: u64, policy: EvictionPolicy, item_limit: usize) -> Self {
+        let initial = item_limit.min(INITIAL_ITEMS);
+        Self {
+            table: epoch::Atomic::new(RawTable::for_items(initial)),
+            inner: Mutex::new(Inner {
+                policy: Policy::new(policy, budget, initial),
+                deadlines: DeadlineIndex::default(),
+                weight: 0,
+                len: 0,
+                budget,
+                over: false,
+                item_limit,
+                loading: Vec::new(),
+            }),
+            len: AtomicUsize::new(0),
+            weight: AtomicU64::new(0),
+            counters: WriteCounters::default(),
+        }
+    }
+
+    /// The current table.
+    #[inline]
+    pub(crate) fn table<'g>(&self, guard: &'g Guard) -> &'g RawTable<K, V> {
+        let t = self.table.load(Ordering::Acquire, guard);
+        // SAFETY: the table pointer is never null (set in `new`, only ever
+        // swapped for another table), and a replaced table is retired through
+        // the epoch collector, so it outlives `guard`.
+        unsafe { t.deref() }
+    }
+
+    /// Live entries (a relaxed mirror of the writer's count).
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Total weight (a relaxed mirror of the writer's sum).
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the mirrors. Returns how the shard's over-budget status
+    /// changed: +1 if it went over its budget, -1 if it came back, 0
+    /// otherwise (the cache counts shards over budget to know when the
+    /// whole-cache bound needs enforcing).
+    fn publish(&self, inner: &mut Inner<K, V>) -> isize {
+        self.len.store(inner.len, Ordering::Relaxed);
+        self.weight.store(inner.weight, Ordering::Relaxed);
+        let over = inner.weight > inner.budget;
+        let change = isize::from(over) - isize::from(inner.over);
+        inner.over = over;
+        change
+    }
+
+    /// Inserts `entry` (its key hashed to `hash`), replacing a live entry of
+    /// the same key, then reclaims due deadlines and evicts down to the
+    /// budget. An entry `dead_on_arrival` (already expired, or heavier than
+    /// the whole cache) replaces the old entry and leaves at once with that
+    /// cause. Returns the over-budget change (see `publish`) and the new
+    /// entry's address (to protect it from cross-shard eviction).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_locked(
+        &self,
+        inner: &mut Inner<K, V>,
+        hash: u64,
+        entry: Box<Entry<K, V>>,
+        dead_on_arrival: Option<RemovalCause>,
+        now: u64,
+        hasher: HashFn<'_, K>,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) -> (isize, *const Entry<K, V>) {
+        let deadline = entry.deadline.load(Ordering::Relaxed);
+        let weight = u64::from(entry.weight);
+        let raw = Box::into_raw(entry);
+        // SAFETY: just allocated; freed only by a later retirement.
+        let e = unsafe { &*raw };
+        let table = self.table(guard);
+        if let Some(slot) = table.find_slot(hash, e.key()) {
+            let old = table.entry_ptr(slot);
+            // SAFETY: `old` is the live entry in the slot (lock held).
+            let old_ref = unsafe { &*old };
+            table.replace(slot, raw);
+            inner.policy.replace(old_ref, e);
+            inner.weight = inner.weight - u64::from(old_ref.weight) + weight;
+            if old_ref.deadline.load(Ordering::Relaxed) != NEVER {
+                inner.deadlines.forget();
+            }
+            WriteCounters::add(&self.counters.updates, 1);
+            // SAFETY: non-null (it was the slot's live entry).
+            retired.push(
+                unsafe { NonNull::new_unchecked(old) },
+                RemovalCause::Replaced,
+            );
+        } else {
+            let table = if table.needs_rehash() {
+                self.rehash_locked(inner, hasher, guard)
+            } else {
+                table
+            };
+            table.insert(hash, raw);
+            inner.policy.admit(e, hash);
+            inner.weight += weight;
+            inner.len += 1;
+            WriteCounters::add(&self.counters.inserts, 1);
+        }
+        if deadline != NEVER {
+            inner.deadlines.file(deadline, hash);
+        }
+        if let Some(cause) = dead_on_arrival {
+            // SAFETY: `raw` is non-null (from `Box::into_raw`).
+            let p = unsafe { NonNull::new_unchecked(raw) };
+            self.take_locked(inner, p, hash, true, cause, retired, guard);
+        }
+        self.purge_locked(inner, now, PURGE_PER_INSERT, hasher, retired, guard);
+        self.evict_locked(inner, now, raw, hasher, retired, guard);
+        if inner.deadlines.needs_rebuild() {
+            let items = inner.policy.entries().filter_map(|p| {
+                // SAFETY: queue pointers are live entries (lock held).
+                let e = unsafe { p.as_ref() };
+                let d = e.deadline.load(Ordering::Relaxed);
+                (d != NEVER).then(|| (d, hasher(e.key())))
+            });
+            let items: Vec<_> = items.collect();
+            inner.deadlines.rebuild(items.into_iter());
+        }
+        (self.publish(inner), raw)
+    }
+
+    /// Replaces the table by a fresh one holding the same entries: larger if
+    /// it is getting full, the same size if tombstones are what fill it.
+    fn rehash_locked<'g>(
+        &self,
+        inner: &Inner<K, V>,
+        hasher: HashFn<'_, K>,
+        guard: &'g Guard,
+    ) -> &'g RawTable<K, V> {
+        let old = self.table(guard);
+        let need = old.items() + 1;
+        let current = old.slot_count() * 3 / 4;
+        let target = if need * 2 > old.slot_count() {
+            // Live entries fill over half the table: double, but not past
+            // what the budget can ever need.
+            (need * 2).min(inner.item_limit.max(need)).max(current)
+        } else {
+            // Tombstones fill it: clean up at the same size.
+            current
+        };
+        let new = RawTable::for_items(target);
+        for p in old.pointers() {
+            // SAFETY: pointers in the current table are live (lock held).
+            let e = unsafe { &*p };
+            new.insert(hasher(e.key()), p);
+        }
+        let new = Owned::new(new).into_shared(guard);
+        let old = self.table.swap(new, Ordering::AcqRel, guard);
+        // SAFETY: the old table is unreachable for readers that pin from now
+        // on; it is retired once, here. Dropping a table frees only its
+        // arrays, never the entries (they now live in the new table).
+        unsafe { guard.defer_destroy(old) };
+        // SAFETY: just stored; retired only by a later rehash under the lock.
+        unsafe { new.deref() }
+    }
+
+    /// Unlinks `p` from the table and accounts for its departure. `in_queue`
+    /// says whether it must also leave its eviction queue.
+    #[allow(clippy::too_many_arguments)]
+    fn take_locked(
+        &self,
+        inner: &mut Inner<K, V>,
+        p: NonNull<Entry<K, V>>,
+        hash: u64,
+        in_queue: bool,
+        cause: RemovalCause,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) {
+        // SAFETY: `p` is a live entry of this shard (lock held).
+        let e = unsafe { p.as_ref() };
+        let table = self.table(guard);
+        if let Some(slot) = table
+            .candidates(hash)
+            .find(|&i| table.entry_ptr(i) == p.as_ptr())
+        {
+            table.erase(slot);
+        }
+        if in_queue {
+            inner.policy.remove(e);
+        }
+        inner.weight -= u64::from(e.weight);
+        inner.len -= 1;
+        if e.deadline.load(Ordering::Relaxed) != NEVER {
+            inner.deadlines.forget();
+        }
+        let c = &self.counters;
+        let counter = match cause {
+            RemovalCause::Evicted => &c.evictions,
+            RemovalCause::Expired => &c.expirations,
+            RemovalCause::Removed | RemovalCause::Cleared => &c.removals,
+            RemovalCause::Replaced => &c.updates,
+        };
+        WriteCounters::add(counter, 1);
+        retired.push(p, cause);
+    }
+
+    /// Reclaims up to `max` due deadline items. Returns entries expired.
+    pub(crate) fn purge_locked(
+        &self,
+        inner: &mut Inner<K, V>,
+        now: u64,
+        max: usize,
+        hasher: HashFn<'_, K>,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) -> usize {
+        let mut expired = 0;
+        let mut due = Vec::new();
+        for _ in 0..max {
+            let Some(h) = inner.deadlines.pop_due(now) else {
+                break;
+            };
+            let table = self.table(guard);
+            due.clear();
+            due.extend(table.candidates(h).filter_map(|i| {
+                let e = table.entry(i)?;
+                (hasher(e.key()) == h).then(|| NonNull::from(e))
+            }));
+            for &p in &due {
+                // SAFETY: found in the current table (lock held).
+                let e = unsafe { p.as_ref() };
+                let d = e.deadline.load(Ordering::Relaxed);
+                if d <= now {
+                    self.take_locked(inner, p, h, true, RemovalCause::Expired, retired, guard);
+                    expired += 1;
+                } else if e.idle {
+                    // Reads pushed the deadline forward: file it again.
+                    inner.deadlines.refile(d, h);
+                }
+                // Otherwise the item was stale (the entry was replaced and
+                // its successor filed its own deadline).
+            }
+        }
+        expired
+    }
+
+    /// Evicts until the shard is within its budget (expired entries first),
+    /// never choosing `protect`.
+    fn evict_locked(
+        &self,
+        inner: &mut Inner<K, V>,
+        now: u64,
+        protect: *const Entry<K, V>,
+        hasher: HashFn<'_, K>,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) {
+        if inner.weight <= inner.budget {
+            return;
+        }
+        if inner.deadlines.has_due(now) {
+            self.purge_locked(inner, now, usize::MAX, hasher, retired, guard);
+        }
+        while inner.weight > inner.budget {
+            if !self.evict_one_locked(inner, now, protect, hasher, retired, guard) {
+                break;
+            }
+        }
+    }
+
+    /// Evicts one entry other than `protect`; false if there is none.
+    pub(crate) fn evict_one_locked(
+        &self,
+        inner: &mut Inner<K, V>,
+        now: u64,
+        protect: *const Entry<K, V>,
+        hasher: HashFn<'_, K>,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) -> bool {
+        let Some(v) = inner.policy.evict(now, protect) else {
+            return false;
+        };
+        // SAFETY: the policy returns live entries of this shard.
+        let h = hasher(unsafe { v.entry.as_ref() }.key());
+        if v.from_probation {
+            inner.policy.remember(h);
+        }
+        self.take_locked(inner, v.entry, h, false, v.cause, retired, guard);
+        true
+    }
+
+    /// Removes the live entry for `key` and returns it (retired, so valid
+    /// while `guard` is pinned).
+    pub(crate) fn remove_locked<Q>(
+        &self,
+        inner: &mut Inner<K, V>,
+        hash: u64,
+        key: &Q,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) -> Option<NonNull<Entry<K, V>>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let table = self.table(guard);
+        let slot = table.find_slot(hash, key)?;
+        let p = NonNull::new(table.entry_ptr(slot))?;
+        self.take_locked(inner, p, hash, true, RemovalCause::Removed, retired, guard);
+        Some(p)
+    }
+
+    /// Removes every entry for which `keep` says false (and every expired
+    /// one).
+    pub(crate) fn retain_locked(
+        &self,
+        inner: &mut Inner<K, V>,
+        now: u64,
+        keep: &mut dyn FnMut(&K, &V) -> bool,
+        hasher: HashFn<'_, K>,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) {
+        let doomed: Vec<(NonNull<Entry<K, V>>, RemovalCause)> = inner
+            .policy
+            .entries()
+            .filter_map(|p| {
+                // SAFETY: queue pointers are live entries (lock held).
+                let e = unsafe { p.as_ref() };
+                if e.is_expired(now) {
+                    Some((p, RemovalCause::Expired))
+                } else if !keep(e.key(), e.value()) {
+                    Some((p, RemovalCause::Removed))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (p, cause) in doomed {
+            // SAFETY: as above; each is taken once.
+            let h = hasher(unsafe { p.as_ref() }.key());
+            self.take_locked(inner, p, h, true, cause, retired, guard);
+        }
+    }
+
+    /// Removes everything.
+    pub(crate) fn clear_locked(
+        &self,
+        inner: &mut Inner<K, V>,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) {
+        self.table(guard).clear();
+        let all = inner.policy.drain();
+        WriteCounters::add(&self.counters.removals, all.len() as u64);
+        for p in all {
+            retired.push(p, RemovalCause::Cleared);
+        }
+        inner.deadlines.clear();
+        inner.weight = 0;
+        inner.len = 0;
+    }
+
+    /// Publishes the counts after any `*_locked` call that did not (all but
+    /// `insert_locked`); see `publish` for the result.
+    pub(crate) fn publish_locked(&self, inner: &mut Inner<K, V>) -> isize {
+        self.publish(inner)
+    }
+
+    /// Heap bytes held by this shard's structures, entries excluded.
+    pub(crate) fn structure_bytes(&self, inner: &Inner<K, V>, guard: &Guard) -> usize {
+        self.table(guard).heap_bytes() + inner.policy.heap_bytes() + inner.deadlines.heap_bytes()
+    }
+}
+
+impl<K, V> Drop for Shard<K, V> {
+    fn drop(&mut self) {
+        // No handle on the cache is left, hence no reader and no writer.
+        let entries = self.inner.lock().policy.drain();
+        for p in entries {
+            // SAFETY: every live entry sits in exactly one queue and is
+            // referenced nowhere else once the cache is gone; it was
+            // allocated by `Box`.
+            drop(unsafe { Box::from_raw(p.as_ptr()) });
+        }
+        let table = std::mem::replace(&mut self.table, epoch::Atomic::null());
+        // SAFETY: the table pointer is never null and nothing else can reach
+        // it any more; it was allocated by `Owned`. Dropping it frees only
+        // its arrays.
+        drop(unsafe { table.into_owned() });
+    }
+}

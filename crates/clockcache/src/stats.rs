@@ -1,0 +1,114 @@
+//! Statistics without shared writes on the read path.
+//!
+//! Hits and misses are counted by readers in striped counters: each thread
+//! writes its own cache-line-padded stripe with a plain load and store (no
+//! read-modify-write, no shared cache line). With more threads than stripes
+//! two threads can share a stripe and an increment can then be lost: the
+//! figures are exact up to that many concurrent threads and never
+//! over-count. Writer-side events (inserts, evictions, ...) are counted
+//! under the shard lock.
+
+use crate::sync::{thread_stripe, AtomicU64, Ordering};
+use crossbeam_utils::CachePadded;
+
+/// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// `get` calls that found a live entry.
+    pub hits: u64,
+    /// `get` calls that found nothing (or only an expired entry).
+    pub misses: u64,
+    /// Entries inserted for a key that had none.
+    pub inserts: u64,
+    /// Inserts that replaced a live entry of the same key.
+    pub updates: u64,
+    /// Entries evicted to respect the capacity.
+    pub evictions: u64,
+    /// Entries removed because their deadline passed.
+    pub expirations: u64,
+    /// Entries removed by `remove`, `retain` or `clear`.
+    pub removals: u64,
+}
+
+impl CacheStats {
+    /// `hits / (hits + misses)`, or 0 before the first `get`.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stripe {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Per-thread striped hit and miss counters.
+pub(crate) struct ReadCounters {
+    stripes: Box<[CachePadded<Stripe>]>,
+}
+
+#[inline]
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+}
+
+impl ReadCounters {
+    pub(crate) fn new(stripes: usize) -> Self {
+        let n = stripes.next_power_of_two().max(1);
+        Self {
+            stripes: (0..n)
+                .map(|_| CachePadded::new(Stripe::default()))
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn stripe(&self) -> &Stripe {
+        &self.stripes[thread_stripe() & (self.stripes.len() - 1)]
+    }
+
+    #[inline]
+    pub(crate) fn hit(&self) {
+        bump(&self.stripe().hits);
+    }
+
+    #[inline]
+    pub(crate) fn miss(&self) {
+        bump(&self.stripe().misses);
+    }
+
+    pub(crate) fn sum(&self) -> (u64, u64) {
+        self.stripes.iter().fold((0, 0), |(h, m), s| {
+            (
+                h + s.hits.load(Ordering::Relaxed),
+                m + s.misses.load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+/// Writer-side counters of one shard (updated under its lock, read by
+/// `stats()` without it).
+#[derive(Default)]
+pub(crate) struct WriteCounters {
+    pub(crate) inserts: AtomicU64,
+    pub(crate) updates: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) expirations: AtomicU64,
+    pub(crate) removals: AtomicU64,
+}
+
+impl WriteCounters {
+    /// Adds one (lock held, so a load and a store suffice).
+    #[inline]
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+}
