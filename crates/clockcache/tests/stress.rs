@@ -1,0 +1,180 @@
+//! Multi-threaded stress with drop-counting values: every value created is
+//! dropped exactly once (nothing leaked, nothing freed twice), the listener
+//! hears about every departure exactly once, `len` stays within the bound,
+//! and no read returns an expired value or a value never inserted for its
+//! key.
+
+use clockcache::{Cache, EvictionPolicy, MockClock, RemovalCause};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+static CREATED: AtomicUsize = AtomicUsize::new(0);
+static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// A value that counts its creation and its (single) drop. Clones share one
+/// allocation, so the counts are of allocations, not of handles.
+#[derive(Clone)]
+struct Tracked(Arc<Payload>);
+
+struct Payload {
+    key: u64,
+    /// Deadline in mock-clock seconds, `u64::MAX` if none.
+    deadline: u64,
+}
+
+impl Tracked {
+    fn new(key: u64, deadline: u64) -> Self {
+        CREATED.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::new(Payload { key, deadline }))
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        DROPPED.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until the epoch collector has run every deferred destructor.
+fn settle(expected: usize) {
+    for _ in 0..100_000 {
+        if DROPPED.load(Ordering::SeqCst) == expected {
+            return;
+        }
+        crossbeam_epoch::pin().flush();
+        thread::yield_now();
+    }
+}
+
+fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
+    let clock = MockClock::new();
+    let departed = Arc::new(AtomicUsize::new(0));
+    let d = departed.clone();
+    let cache: Cache<u64, Tracked> = Cache::builder()
+        .capacity(512)
+        .shards(4)
+        .eviction_policy(policy)
+        .clock(clock.clone())
+        .eviction_listener(move |k: &u64, v: &Tracked, _c: RemovalCause| {
+            assert_eq!(*k, v.0.key);
+            d.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    let now = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (clock, now, stop) = (clock.clone(), now.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                // Publish the second we are about to enter only after the
+                // clock is there, so readers compare against a lower bound.
+                clock.advance(Duration::from_secs(1));
+                now.fetch_add(1, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let workers: Vec<_> = (0..threads as u64)
+        .map(|t| {
+            let (cache, now) = (cache.clone(), now.clone());
+            thread::spawn(move || {
+                let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for i in 0..ops {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let key = x % 2048;
+                    match x >> 60 {
+                        0..=7 => {
+                            let before = now.load(Ordering::SeqCst);
+                            if let Some(v) = cache.get(&key) {
+                                assert_eq!(v.0.key, key, "a value of another key");
+                                assert!(
+                                    v.0.deadline >= before,
+                                    "an expired value: deadline {} < now {}",
+                                    v.0.deadline,
+                                    before
+                                );
+                            }
+                        }
+                        8..=10 => cache.insert(key, Tracked::new(key, u64::MAX)),
+                        11 => {
+                            let s = now.load(Ordering::SeqCst);
+                            // ttl of 1..3 s; the mock clock is at least `s`.
+                            let ttl = 1 + x % 3;
+                            cache.insert_with_ttl(
+                                key,
+                                Tracked::new(key, s + ttl),
+                                Duration::from_secs(ttl),
+                            );
+                        }
+                        12 => {
+                            cache.remove(&key);
+                        }
+                        13 => {
+                            let v = cache.get_or_insert_with(key, || Tracked::new(key, u64::MAX));
+                            assert_eq!(v.0.key, key);
+                        }
+                        14 => {
+                            if i % 64 == 0 {
+                                cache.purge_expired();
+                            } else {
+                                cache.peek(&key);
+                            }
+                        }
+                        _ => {
+                            if i % 4096 == 0 {
+                                cache.retain(|k, _| k % 7 != 0);
+                            }
+                            assert!(cache.len() <= 512 + threads, "len {}", cache.len());
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    ticker.join().unwrap();
+    assert!(
+        cache.len() <= 512,
+        "len {} once writers are quiet",
+        cache.len()
+    );
+    let live = cache.len();
+    drop(cache);
+    let created = CREATED.load(Ordering::SeqCst);
+    settle(created);
+    assert_eq!(
+        DROPPED.load(Ordering::SeqCst),
+        created,
+        "every value dropped exactly once"
+    );
+    assert_eq!(
+        departed.load(Ordering::SeqCst) + live,
+        created,
+        "every departure reported once"
+    );
+}
+
+/// One test runs both policies in turn: the drop counters are global.
+#[test]
+fn stress_counts_every_drop() {
+    let threads = thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
+    let ops = if cfg!(debug_assertions) {
+        60_000
+    } else {
+        600_000
+    };
+    for policy in [EvictionPolicy::S3Fifo, EvictionPolicy::Clock] {
+        CREATED.store(0, Ordering::SeqCst);
+        DROPPED.store(0, Ordering::SeqCst);
+        stress(policy, threads, ops);
+    }
+}
