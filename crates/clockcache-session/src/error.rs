@@ -35,7 +35,11 @@ impl fmt::Display for SessionCacheError {
             SessionCacheError::Decode(m) => write!(f, "cannot decode the cached session: {m}"),
             SessionCacheError::Backend(m) => write!(f, "session cache backend error: {m}"),
             SessionCacheError::Timeout(d) => {
-                write!(f, "session cache call took longer than {} ms", d.as_millis())
+                write!(
+                    f,
+                    "session cache call took longer than {} ms",
+                    d.as_millis()
+                )
             }
             SessionCacheError::Loader(e) => write!(f, "session loader failed: {e}"),
             SessionCacheError::Config(m) => write!(f, "invalid session cache configuration: {m}"),

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clockcache::{Cache, Clock, RemovalCause};
+use clockcache::{Cache, Clock, EvictionPolicy, RemovalCause};
 use parking_lot::Mutex;
 use time::OffsetDateTime;
 
@@ -96,7 +96,10 @@ impl InMemoryOptions {
     }
 
     /// Sets a TTL computed per session.
-    pub fn ttl_fn(mut self, f: impl Fn(&CachedSession) -> Duration + Send + Sync + 'static) -> Self {
+    pub fn ttl_fn(
+        mut self,
+        f: impl Fn(&CachedSession) -> Duration + Send + Sync + 'static,
+    ) -> Self {
         self.ttl = Some(Ttl::Fn(Arc::new(f)));
         self
     }
@@ -285,6 +288,9 @@ impl InMemorySessionCacheStrategy {
             .unwrap_or_else(|| Arc::new(MonotonicClock(std::time::Instant::now())));
         let mut builder = Cache::<String, Entry>::builder()
             .capacity(opts.max.max(1))
+            // CLOCK approximates LRU, which is what session stores promise (the engine's default,
+            // S3-FIFO, favours frequency).
+            .eviction_policy(EvictionPolicy::Clock)
             .clock(SharedClock(clock.clone()));
         if let Some(dispose) = opts.dispose.clone() {
             builder = builder.eviction_listener(move |k: &String, e: &Entry, cause| {
@@ -401,7 +407,10 @@ impl InMemorySessionCacheStrategy {
 
     /// Whether the background prune thread is running.
     pub fn is_pruning(&self) -> bool {
-        self.pruner.lock().as_ref().is_some_and(|p| p.thread.is_some())
+        self.pruner
+            .lock()
+            .as_ref()
+            .is_some_and(|p| p.thread.is_some())
     }
 
     /// Synchronous [`get`](SessionCacheStrategy::get) (the store does no I/O).

@@ -70,9 +70,11 @@ impl RedisSessionCacheOptions {
         if self.scan_batch == 0 {
             return Err(SessionCacheError::Config("scan_batch is 0".into()));
         }
-        let info = self.url.as_str().into_connection_info().map_err(|e| {
-            SessionCacheError::Config(format!("bad Redis URL: {e}"))
-        })?;
+        let info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| SessionCacheError::Config(format!("bad Redis URL: {e}")))?;
         #[cfg(feature = "tls")]
         if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
             // rustls needs a process-wide crypto provider; install ring unless the application

@@ -129,7 +129,10 @@ impl SessionCache {
         match cached {
             Some(s) if s.token == token && !s.is_unusable_at(now) => return Ok(Some(s)),
             Some(s) if s.token != token => {
-                tracing::warn!(token_len = token.len(), "strategy returned a session with another token; treated as a miss");
+                tracing::warn!(
+                    token_len = token.len(),
+                    "strategy returned a session with another token; treated as a miss"
+                );
             }
             _ => {}
         }
@@ -137,8 +140,7 @@ impl SessionCache {
     }
 
     async fn timed_get(&self, token: &str) -> Option<Arc<CachedSession>> {
-        match tokio::time::timeout(self.inner.config.budget, self.inner.strategy.get(token)).await
-        {
+        match tokio::time::timeout(self.inner.config.budget, self.inner.strategy.get(token)).await {
             Ok(s) => s,
             Err(_) => {
                 tracing::warn!(
@@ -155,7 +157,10 @@ impl SessionCache {
             let mut flights = self.inner.flights.lock();
             flights.entry(token.to_owned()).or_default().clone()
         };
-        let result = cell.get_or_init(|| self.load_and_store(token)).await.clone();
+        let result = cell
+            .get_or_init(|| self.load_and_store(token))
+            .await
+            .clone();
         let mut flights = self.inner.flights.lock();
         if flights.get(token).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             flights.remove(token);
@@ -203,7 +208,8 @@ impl SessionCache {
     async fn store(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {
         self.index().record(&session);
         let token = session.token.clone();
-        self.budgeted_write("set", &token, Write::Set(session)).await
+        self.budgeted_write("set", &token, Write::Set(session))
+            .await
     }
 
     /// Runs a write on its own task and waits for it up to the budget; a slower write is logged
@@ -241,7 +247,10 @@ impl SessionCache {
 
     /// Caches a session the application has just created or changed (its `cache_expiry` is set
     /// from the configured cache TTL). Returns the stored session.
-    pub async fn set(&self, session: CachedSession) -> Result<Arc<CachedSession>, SessionCacheError> {
+    pub async fn set(
+        &self,
+        session: CachedSession,
+    ) -> Result<Arc<CachedSession>, SessionCacheError> {
         validate_token(&session.token)?;
         let mut session = session;
         session.cache_expiry = self.next_cache_expiry();
@@ -271,7 +280,9 @@ impl SessionCache {
         let mut tokens = self.index().tokens(IndexKind::User, user_id);
         match self.inner.loader.tokens_by_user(user_id).await {
             Ok(more) => tokens.extend(more),
-            Err(e) => tracing::warn!(error = %e, "loader could not list the user's sessions; using the local index only"),
+            Err(e) => {
+                tracing::warn!(error = %e, "loader could not list the user's sessions; using the local index only")
+            }
         }
         self.delete_all(tokens).await
     }
@@ -285,7 +296,9 @@ impl SessionCache {
         let mut tokens = self.index().tokens(IndexKind::Order, order_id);
         match self.inner.loader.tokens_by_active_order(order_id).await {
             Ok(more) => tokens.extend(more),
-            Err(e) => tracing::warn!(error = %e, "loader could not list the order's sessions; using the local index only"),
+            Err(e) => {
+                tracing::warn!(error = %e, "loader could not list the order's sessions; using the local index only")
+            }
         }
         self.delete_all(tokens).await
     }

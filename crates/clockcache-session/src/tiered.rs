@@ -207,7 +207,10 @@ async fn supervise(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else { return };
         generation += 1;
         let armed = serve(&inner, &weak, generation).await;
-        let (min, max) = (inner.opts.reconnect_min_delay, inner.opts.reconnect_max_delay);
+        let (min, max) = (
+            inner.opts.reconnect_min_delay,
+            inner.opts.reconnect_max_delay,
+        );
         drop(inner);
         delay = Some(match (armed, delay) {
             (true, _) | (false, None) => min,
@@ -236,7 +239,9 @@ async fn serve(inner: &Arc<Inner>, weak: &Weak<Inner>, generation: u64) -> bool 
         .set_push_sender(push);
     let mut conn = match rs::timed(
         opts.connect_timeout + opts.op_timeout,
-        inner.client.get_multiplexed_async_connection_with_config(&config),
+        inner
+            .client
+            .get_multiplexed_async_connection_with_config(&config),
     )
     .await
     {
@@ -261,7 +266,10 @@ async fn serve(inner: &Arc<Inner>, weak: &Weak<Inner>, generation: u64) -> bool 
     inner.flush();
     *inner.conn.write() = Some((generation, conn.clone()));
     inner.armed.send_replace(generation);
-    tracing::debug!(generation, "tiered session cache: invalidation tracking armed");
+    tracing::debug!(
+        generation,
+        "tiered session cache: invalidation tracking armed"
+    );
     let mut tick = tokio::time::interval(inner.opts.health_check_interval);
     tick.tick().await;
     loop {
@@ -332,7 +340,10 @@ impl TieredSessionCacheStrategy {
     /// A strategy with the given options.
     pub fn with_options(opts: TieredOptions) -> Result<Self, SessionCacheError> {
         let info = opts.redis.validate()?;
-        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
         let info = info.set_redis_settings(resp3);
         let client = Client::open(info)
             .map_err(|e| SessionCacheError::Config(format!("bad Redis URL: {e}")))?;
@@ -379,7 +390,8 @@ impl TieredSessionCacheStrategy {
         let mut rx = self.inner.armed.subscribe();
         if *rx.borrow() == 0 {
             let wait = self.inner.opts.redis.connect_timeout;
-            let _ = tokio::time::timeout(wait, async { rx.wait_for(|g| *g > 0).await.is_ok() }).await;
+            let _ =
+                tokio::time::timeout(wait, async { rx.wait_for(|g| *g > 0).await.is_ok() }).await;
         }
         self.inner.current().map(|(_, c)| c)
     }
@@ -430,6 +442,12 @@ impl TieredSessionCacheStrategy {
         .map(drop)
     }
 
+    /// How many times tracking has been armed on a fresh connection (0 before the first).
+    /// Grows by one on every reconnection.
+    pub fn generation(&self) -> u64 {
+        *self.inner.armed.borrow()
+    }
+
     /// Sessions in the near cache now.
     pub fn near_len(&self) -> usize {
         self.inner.near.len()
@@ -466,7 +484,14 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
         let ok = self
             .wait_connected(self.inner.opts.redis.connect_timeout)
             .await;
-        Self::log("init", if ok { Ok(()) } else { Err(Self::no_connection()) })
+        Self::log(
+            "init",
+            if ok {
+                Ok(())
+            } else {
+                Err(Self::no_connection())
+            },
+        )
     }
 
     /// Stops the invalidation connection and empties the near cache.

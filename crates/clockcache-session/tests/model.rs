@@ -92,7 +92,10 @@ fn iso_strings_match_javascript() {
         to_iso_string(datetime!(2026-11-22 11:16:13.5 +01:00)),
         "2026-11-22T10:16:13.500Z"
     );
-    assert_eq!(to_iso_string(datetime!(0001-01-01 0:00 UTC)), "0001-01-01T00:00:00.000Z");
+    assert_eq!(
+        to_iso_string(datetime!(0001-01-01 0:00 UTC)),
+        "0001-01-01T00:00:00.000Z"
+    );
 }
 
 #[test]
@@ -100,7 +103,10 @@ fn ids_serialize_as_numbers_or_strings() {
     assert_eq!(serde_json::to_string(&Id::Int(5)).unwrap(), "5");
     assert_eq!(serde_json::to_string(&Id::from("5")).unwrap(), "\"5\"");
     assert_eq!(serde_json::from_str::<Id>("12").unwrap(), Id::Int(12));
-    assert_eq!(serde_json::from_str::<Id>("\"12\"").unwrap(), Id::Str("12".into()));
+    assert_eq!(
+        serde_json::from_str::<Id>("\"12\"").unwrap(),
+        Id::Str("12".into())
+    );
     assert!(serde_json::from_str::<Id>("true").is_err());
     assert!(serde_json::from_str::<Id>("18446744073709551615").is_err());
 }

@@ -134,7 +134,12 @@ pub fn session(token: &str, user_id: i64) -> CachedSession {
 /// An anonymous session expiring `secs` seconds from now.
 pub fn anonymous(token: &str, secs: i64) -> CachedSession {
     let expires = OffsetDateTime::now_utc() + time::Duration::seconds(secs);
-    CachedSession::new(Id::Str(format!("s-{token}")), token, expires, Duration::from_secs(300))
+    CachedSession::new(
+        Id::Str(format!("s-{token}")),
+        token,
+        expires,
+        Duration::from_secs(300),
+    )
 }
 
 /// Installs a tracing subscriber once so that logged errors show up with `--nocapture`.

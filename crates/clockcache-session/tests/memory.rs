@@ -1,0 +1,229 @@
+//! InMemorySessionCacheStrategy: eviction, TTLs and memorystore's options.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clockcache::MockClock;
+use clockcache_session::{
+    InMemoryOptions, InMemorySessionCacheStrategy, RemovalCause, SessionCacheError,
+    SessionCacheStrategy,
+};
+use common::{anonymous, session};
+use parking_lot::Mutex;
+
+fn with_clock(opts: InMemoryOptions) -> (InMemorySessionCacheStrategy, MockClock) {
+    let clock = MockClock::new();
+    (
+        InMemorySessionCacheStrategy::with_options(opts.clock(clock.clone())),
+        clock,
+    )
+}
+
+#[tokio::test]
+async fn set_get_delete_clear_through_a_trait_object() {
+    let store: Arc<dyn SessionCacheStrategy> = Arc::new(InMemorySessionCacheStrategy::new());
+    store.init().await.unwrap();
+    let s = Arc::new(session("a", 1));
+    store.set(s.clone()).await.unwrap();
+    assert_eq!(store.get("a").await, Some(s));
+    store.delete("a").await.unwrap();
+    assert_eq!(store.get("a").await, None);
+    store.set(Arc::new(session("b", 2))).await.unwrap();
+    store.clear().await.unwrap();
+    assert_eq!(store.get("b").await, None);
+    store.destroy().await.unwrap();
+}
+
+#[test]
+fn bounded_at_1000_by_default_and_recently_used_sessions_stay() {
+    let store = InMemorySessionCacheStrategy::new();
+    for i in 0..1500 {
+        store
+            .set_now(Arc::new(anonymous(&format!("t{i}"), 3600)))
+            .unwrap();
+    }
+    assert!(store.length() <= 1000, "{}", store.length());
+
+    let store = InMemorySessionCacheStrategy::with_options(InMemoryOptions::default().max(64));
+    store.set_now(Arc::new(anonymous("hot", 3600))).unwrap();
+    for i in 0..5000 {
+        store
+            .set_now(Arc::new(anonymous(&format!("cold{i}"), 3600)))
+            .unwrap();
+        assert!(
+            store.get_now("hot").is_some(),
+            "the hot session was evicted at {i}"
+        );
+    }
+    assert!(store.length() <= 64);
+    assert!(
+        store.get_now("cold0").is_none(),
+        "the oldest cold session should be gone"
+    );
+}
+
+#[test]
+fn entries_live_until_the_session_expires_or_the_ttl() {
+    let (store, clock) = with_clock(InMemoryOptions::default());
+    store.set_now(Arc::new(anonymous("short", 10))).unwrap();
+    store.set_now(Arc::new(anonymous("long", 3600))).unwrap();
+    clock.advance(Duration::from_secs(11));
+    assert!(store.get_now("short").is_none());
+    assert!(store.get_now("long").is_some());
+    // A session already past `expires` is not stored, and removes an older copy.
+    store.set_now(Arc::new(anonymous("long", -1))).unwrap();
+    assert!(store.get_now("long").is_none());
+
+    let (store, clock) = with_clock(InMemoryOptions::default().ttl(Duration::from_secs(5)));
+    store.set_now(Arc::new(anonymous("a", 3600))).unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert!(store.get_now("a").is_none());
+
+    let (store, clock) = with_clock(InMemoryOptions::default().ttl_fn(|s| {
+        if s.user.is_some() {
+            Duration::from_secs(100)
+        } else {
+            Duration::from_secs(10)
+        }
+    }));
+    store.set_now(Arc::new(anonymous("anon", 3600))).unwrap();
+    store.set_now(Arc::new(session("user", 1))).unwrap();
+    clock.advance(Duration::from_secs(11));
+    assert!(store.get_now("anon").is_none());
+    assert!(store.get_now("user").is_some());
+}
+
+#[test]
+fn dispose_reports_every_removal_but_replacement() {
+    let seen: Arc<Mutex<Vec<(String, RemovalCause)>>> = Arc::default();
+    let log = seen.clone();
+    let (store, clock) = with_clock(InMemoryOptions::default().max(2).dispose(
+        move |token, session, cause| {
+            assert_eq!(token, session.token);
+            log.lock().push((token.to_owned(), cause));
+        },
+    ));
+    store.set_now(Arc::new(anonymous("r", 3600))).unwrap();
+    store.set_now(Arc::new(anonymous("r", 3600))).unwrap(); // replaced: not disposed
+    store.delete_now("r").unwrap();
+    store.set_now(Arc::new(anonymous("e", 5))).unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(store.prune(), 1);
+    for t in ["x", "y", "z"] {
+        store.set_now(Arc::new(anonymous(t, 3600))).unwrap();
+    }
+    let seen = seen.lock().clone();
+    assert_eq!(seen[0], ("r".to_owned(), RemovalCause::Removed));
+    assert_eq!(seen[1], ("e".to_owned(), RemovalCause::Expired));
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2].1, RemovalCause::Evicted);
+}
+
+#[test]
+fn stale_returns_an_expired_session_once() {
+    let (store, clock) = with_clock(
+        InMemoryOptions::default()
+            .ttl(Duration::from_secs(5))
+            .stale(true),
+    );
+    store.set_now(Arc::new(anonymous("s", 3600))).unwrap();
+    store.set_now(Arc::new(anonymous("fresh", 3600))).unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert!(store.get_now("s").is_some(), "returned once while stale");
+    assert!(store.get_now("s").is_none(), "and removed");
+    // all() leaves out stale entries; prune() removes them.
+    store.set_now(Arc::new(anonymous("fresh", 3600))).unwrap();
+    store.set_now(Arc::new(anonymous("s2", 3600))).unwrap();
+    clock.advance(Duration::from_secs(3));
+    store.set_now(Arc::new(anonymous("fresh", 3600))).unwrap();
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(store.all().len(), 1);
+    assert_eq!(store.length(), 2);
+    assert_eq!(store.prune(), 1);
+    assert_eq!(store.length(), 1);
+}
+
+#[test]
+fn touch_extends_the_lifetime_and_keeps_the_data() {
+    let (store, clock) = with_clock(InMemoryOptions::default());
+    let mut original = anonymous("t", 10);
+    original.active_order_id = Some(7.into());
+    store.set_now(Arc::new(original)).unwrap();
+    let extended = anonymous("t", 3600);
+    assert!(store.touch("t", &extended));
+    clock.advance(Duration::from_secs(11));
+    let got = store.get_now("t").expect("touch extended it");
+    assert_eq!(got.active_order_id, Some(7.into()));
+    assert_eq!(got.expires, extended.expires);
+    assert!(!store.touch("absent", &extended));
+    assert!(!store.touch("bad\0", &extended));
+}
+
+#[test]
+fn all_length_prune() {
+    let (store, clock) = with_clock(InMemoryOptions::default());
+    for t in ["a", "b", "c"] {
+        store.set_now(Arc::new(anonymous(t, 5))).unwrap();
+    }
+    for t in ["d", "e"] {
+        store.set_now(Arc::new(anonymous(t, 3600))).unwrap();
+    }
+    assert_eq!(store.all().len(), 5);
+    clock.advance(Duration::from_secs(6));
+    let mut live: Vec<String> = store.all().iter().map(|s| s.token.clone()).collect();
+    live.sort();
+    assert_eq!(live, ["d", "e"]);
+    assert_eq!(store.prune(), 3);
+    assert_eq!(store.length(), 2);
+}
+
+#[test]
+fn check_period_prunes_in_the_background_until_stopped() {
+    let disposed = Arc::new(AtomicUsize::new(0));
+    let d = disposed.clone();
+    let (store, clock) = with_clock(
+        InMemoryOptions::default()
+            .check_period(Duration::from_millis(5))
+            .dispose(move |_, _, cause| {
+                assert_eq!(cause, RemovalCause::Expired);
+                d.fetch_add(1, Ordering::SeqCst);
+            }),
+    );
+    assert!(store.is_pruning());
+    assert_eq!(store.length(), 0);
+    store.set_now(Arc::new(anonymous("x", 5))).unwrap();
+    store.set_now(Arc::new(anonymous("y", 3600))).unwrap();
+    clock.advance(Duration::from_secs(6));
+    // Readiness poll: the thread removes "x" without anyone reading it.
+    let mut polls = 0;
+    while store.length() != 1 {
+        polls += 1;
+        assert!(polls < 5000, "the prune thread never ran");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(disposed.load(Ordering::SeqCst), 1);
+    store.stop_pruning();
+    assert!(!store.is_pruning());
+    store.stop_pruning(); // idempotent
+}
+
+#[tokio::test]
+async fn invalid_tokens_are_errors_not_panics() {
+    let store = InMemorySessionCacheStrategy::new();
+    let mut s = anonymous("x", 60);
+    s.token = "t".repeat(1 << 20);
+    assert!(matches!(
+        store.set(Arc::new(s)).await,
+        Err(SessionCacheError::InvalidToken(_))
+    ));
+    assert_eq!(store.get(&"t".repeat(1 << 20)).await, None);
+    assert!(store.delete("a\nb").await.is_err());
+    assert_eq!(store.length(), 0);
+    for t in ["*", "ünï✓", "a:b", " "] {
+        store.set(Arc::new(anonymous(t, 60))).await.unwrap();
+        assert_eq!(store.get(t).await.unwrap().token, t);
+    }
+}

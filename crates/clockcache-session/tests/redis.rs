@@ -1,0 +1,312 @@
+//! RedisSessionCacheStrategy against a real redis-server started by the test.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clockcache_session::{
+    to_iso_string, RedisSessionCacheOptions, RedisSessionCacheStrategy, SessionCacheError,
+    SessionCacheStrategy, DEFAULT_NAMESPACE,
+};
+use common::{anonymous, init_tracing, session, RedisServer};
+use redis::Commands;
+use time::OffsetDateTime;
+
+fn strategy(server: &RedisServer) -> RedisSessionCacheStrategy {
+    RedisSessionCacheStrategy::new(&server.url()).unwrap()
+}
+
+#[tokio::test]
+async fn set_get_delete_with_vendure_keys_json_and_ttl() {
+    init_tracing();
+    let Some(server) = RedisServer::start("set_get_delete_with_vendure_keys_json_and_ttl") else {
+        return;
+    };
+    let store = strategy(&server);
+    store.init().await.unwrap();
+    let s = Arc::new(session("tok-1", 7));
+    store.set(s.clone()).await.unwrap();
+    assert_eq!(store.get("tok-1").await, Some(s.clone()));
+
+    let mut raw = server.conn();
+    let key = format!("{DEFAULT_NAMESPACE}:tok-1");
+    let json: String = raw.get(&key).unwrap();
+    assert_eq!(json, s.to_json().unwrap());
+    // The Redis TTL is the session's remaining lifetime (one hour, less the time the test took).
+    let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut raw).unwrap();
+    assert!(pttl > 3_000_000 && pttl <= 3_600_000, "PTTL {pttl}");
+
+    store.delete("tok-1").await.unwrap();
+    assert_eq!(store.get("tok-1").await, None);
+    let exists: bool = raw.exists(&key).unwrap();
+    assert!(!exists);
+    // Deleting an absent token is fine.
+    store.delete("tok-1").await.unwrap();
+}
+
+#[tokio::test]
+async fn reads_what_vendure_wrote() {
+    let Some(server) = RedisServer::start("reads_what_vendure_wrote") else {
+        return;
+    };
+    // The fixture as Vendure stores it, with `expires` moved into the future.
+    let fixture = include_str!("fixtures/vendure-authenticated.json");
+    let expires = to_iso_string(OffsetDateTime::now_utc() + Duration::from_secs(600));
+    let json = fixture.replace("2026-12-22T10:16:13.000Z", &expires);
+    let token = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let mut raw = server.conn();
+    let _: () = raw
+        .set_ex(format!("vendure-session-cache:{token}"), &json, 600)
+        .unwrap();
+    let store = strategy(&server);
+    let s = store.get(token).await.expect("Vendure's value decodes");
+    assert_eq!(
+        s.user.as_ref().unwrap().identifier,
+        "hayden.zieme12@hotmail.com"
+    );
+    assert_eq!(s.to_json().unwrap(), json);
+}
+
+#[tokio::test]
+async fn malformed_values_are_logged_misses() {
+    init_tracing();
+    let Some(server) = RedisServer::start("malformed_values_are_logged_misses") else {
+        return;
+    };
+    let store = strategy(&server);
+    let mut raw = server.conn();
+    let _: () = raw.set("vendure-session-cache:bad", "{not json").unwrap();
+    let _: () = raw
+        .set("vendure-session-cache:bin", &[0xffu8, 0x00, 0xfe][..])
+        .unwrap();
+    // Valid JSON of another token under this key.
+    let other = session("someone-else", 1).to_json().unwrap();
+    let _: () = raw.set("vendure-session-cache:swapped", other).unwrap();
+    // A hash where a string is expected: Redis answers WRONGTYPE.
+    let _: () = raw.hset("vendure-session-cache:hash", "f", "v").unwrap();
+    for token in ["bad", "bin", "swapped", "hash"] {
+        assert_eq!(store.get(token).await, None, "{token}");
+    }
+    // The strategy still works afterwards, and the bad values were not touched.
+    let s = Arc::new(session("good", 2));
+    store.set(s.clone()).await.unwrap();
+    assert_eq!(store.get("good").await, Some(s));
+    let bad: String = raw.get("vendure-session-cache:bad").unwrap();
+    assert_eq!(bad, "{not json");
+}
+
+#[tokio::test]
+async fn sessions_past_expires_are_not_served_or_stored() {
+    let Some(server) = RedisServer::start("sessions_past_expires_are_not_served_or_stored") else {
+        return;
+    };
+    let store = strategy(&server);
+    // Setting an expired session removes any older copy instead of storing it.
+    store.set(Arc::new(anonymous("old", 3600))).await.unwrap();
+    store.set(Arc::new(anonymous("old", -5))).await.unwrap();
+    assert_eq!(store.get("old").await, None);
+    let mut raw = server.conn();
+    let exists: bool = raw.exists("vendure-session-cache:old").unwrap();
+    assert!(!exists);
+    // A value whose `expires` has passed but whose key has no TTL (written by someone else).
+    let stale = anonymous("stale", -60).to_json().unwrap();
+    let _: () = raw.set("vendure-session-cache:stale", stale).unwrap();
+    assert_eq!(store.get("stale").await, None);
+}
+
+#[tokio::test]
+async fn clear_removes_only_the_namespace_in_batches() {
+    let Some(server) = RedisServer::start("clear_removes_only_the_namespace_in_batches") else {
+        return;
+    };
+    let mut opts = RedisSessionCacheOptions::new(server.url()).namespace("app*[1]");
+    opts.scan_batch = 64;
+    let store = RedisSessionCacheStrategy::with_options(opts).unwrap();
+    for i in 0..1500 {
+        store
+            .set(Arc::new(anonymous(&format!("t{i}"), 600)))
+            .await
+            .unwrap();
+    }
+    let mut raw = server.conn();
+    // Keys a glob-unescaped namespace would match, and unrelated keys.
+    let _: () = raw.set("app1:x", "keep").unwrap();
+    let _: () = raw.set("appX[1]:x", "keep").unwrap();
+    let _: () = raw.set("app*[1]x", "keep").unwrap();
+    let _: () = raw.set("vendure-session-cache:x", "keep").unwrap();
+    store.clear().await.unwrap();
+    let size: u64 = redis::cmd("DBSIZE").query(&mut raw).unwrap();
+    assert_eq!(size, 4);
+    assert_eq!(store.get("t1").await, None);
+}
+
+#[tokio::test]
+async fn huge_and_odd_tokens() {
+    init_tracing();
+    let Some(server) = RedisServer::start("huge_and_odd_tokens") else {
+        return;
+    };
+    let store = strategy(&server);
+    store
+        .set(Arc::new(anonymous("bystander", 600)))
+        .await
+        .unwrap();
+
+    // A 1 MiB token: a clear error, nothing written.
+    let huge = "h".repeat(1 << 20);
+    let mut s = anonymous("x", 600);
+    s.token = huge.clone();
+    let err = store.set(Arc::new(s)).await.unwrap_err();
+    assert!(matches!(err, SessionCacheError::InvalidToken(_)), "{err}");
+    assert!(err.to_string().contains("1048576 bytes"));
+    assert_eq!(store.get(&huge).await, None);
+    assert!(store.delete(&huge).await.is_err());
+    for bad in ["", "nul\0byte", "crlf\r\nSET injected 1", "\u{1b}[31m"] {
+        assert!(store.delete(bad).await.is_err(), "{bad:?}");
+        assert_eq!(store.get(bad).await, None);
+    }
+
+    // Odd but valid tokens: glob characters, separators, Unicode. Each is its own key.
+    let odd = [
+        "*",
+        "?",
+        "[a-z]",
+        "a:b",
+        "tok*",
+        "ünïcödé✓",
+        "sp ace",
+        "\\",
+        "%00",
+    ];
+    for t in odd {
+        store.set(Arc::new(anonymous(t, 600))).await.unwrap();
+    }
+    for t in odd {
+        assert_eq!(
+            store.get(t).await.map(|s| s.token.clone()).as_deref(),
+            Some(t)
+        );
+    }
+    // Deleting "*" deletes that one key, not everything.
+    store.delete("*").await.unwrap();
+    assert_eq!(store.get("*").await, None);
+    assert!(store.get("tok*").await.is_some());
+    assert!(store.get("bystander").await.is_some());
+    let mut raw = server.conn();
+    let size: u64 = redis::cmd("DBSIZE").query(&mut raw).unwrap();
+    assert_eq!(size, odd.len() as u64); // the bystander plus the odd ones, minus "*"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_load_and_restarted() {
+    init_tracing();
+    let Some(mut server) = RedisServer::start("redis_stopped_mid_load_and_restarted") else {
+        return;
+    };
+    let store = Arc::new(
+        RedisSessionCacheStrategy::with_options(
+            RedisSessionCacheOptions::new(server.url()).op_timeout(Duration::from_millis(200)),
+        )
+        .unwrap(),
+    );
+    store.init().await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (store, stop) = (store.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let token = format!("w{w}-{}", i % 50);
+                let s = Arc::new(session(&token, w));
+                match store.set(s.clone()).await {
+                    Ok(()) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+                // A get is a hit, or a miss while Redis is down; never a wrong session.
+                if let Some(got) = store.get(&token).await {
+                    assert_eq!(got.token, token);
+                }
+                i += 1;
+                tokio::task::yield_now().await;
+            }
+            (ok, failed)
+        }));
+    }
+    // Let the load run, then pull Redis out from under it.
+    wait_until(|| async { store.get("w0-0").await.is_some() }).await;
+    server.stop();
+    // While Redis is down every call fails cleanly: an error for set, a miss for get.
+    assert!(store.set(Arc::new(session("down", 1))).await.is_err());
+    assert_eq!(store.get("w0-0").await, None);
+    server.restart();
+    // Recovery: the same strategy works again once the server is back (it is empty now).
+    wait_until(|| async { store.set(Arc::new(session("after", 1))).await.is_ok() }).await;
+    assert!(store.get("after").await.is_some());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut failures = 0;
+    for w in workers {
+        let (ok, failed) = w.await.expect("a worker panicked");
+        assert!(ok > 0);
+        failures += failed;
+    }
+    assert!(failures > 0, "the load never saw Redis down");
+}
+
+/// Polls `f` until it is true (a readiness wait, bounded so that a broken build fails).
+async fn wait_until<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..3000 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached after 3000 polls");
+}
+
+#[test]
+fn bad_urls_are_config_errors() {
+    for url in ["http://localhost", "not a url", "redis://:70000"] {
+        assert!(
+            matches!(
+                RedisSessionCacheStrategy::new(url),
+                Err(SessionCacheError::Config(_))
+            ),
+            "{url}"
+        );
+    }
+    let with_password = RedisSessionCacheStrategy::new("redis://:s3cret@127.0.0.1:6390/2");
+    assert!(with_password.is_ok());
+    let tls = RedisSessionCacheStrategy::new("rediss://127.0.0.1:6390");
+    assert_eq!(tls.is_ok(), cfg!(feature = "tls"));
+}
+
+#[tokio::test]
+async fn password_protected_server() {
+    let Some(server) = RedisServer::start("password_protected_server") else {
+        return;
+    };
+    let mut raw = server.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("p@ss w/rd")
+        .query(&mut raw)
+        .unwrap();
+    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let wrong = RedisSessionCacheStrategy::new(&format!("redis://:nope@127.0.0.1:{port}")).unwrap();
+    assert!(wrong.init().await.is_err());
+    assert_eq!(wrong.get("x").await, None);
+    let right =
+        RedisSessionCacheStrategy::new(&format!("redis://:p%40ss%20w%2Frd@127.0.0.1:{port}"))
+            .unwrap();
+    right.init().await.unwrap();
+    right.set(Arc::new(session("pw", 1))).await.unwrap();
+    assert!(right.get("pw").await.is_some());
+}

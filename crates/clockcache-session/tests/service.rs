@@ -1,0 +1,273 @@
+//! SessionCache: staleness, single flight, time budgets and secondary indexes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clockcache_session::{
+    CachedSession, Id, InMemorySessionCacheStrategy, LoaderError, SessionCache, SessionCacheConfig,
+    SessionCacheError, SessionCacheStrategy, SessionLoader,
+};
+use common::{anonymous, session};
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+/// A fake database: sessions by token, a load counter, and an optional gate that holds loads.
+#[derive(Default)]
+struct Db {
+    sessions: Mutex<HashMap<String, CachedSession>>,
+    loads: AtomicUsize,
+    gate: Option<Arc<Semaphore>>,
+    fail: bool,
+    extra_user_tokens: Vec<String>,
+}
+
+impl Db {
+    fn with(sessions: impl IntoIterator<Item = CachedSession>) -> Db {
+        Db {
+            sessions: Mutex::new(sessions.into_iter().map(|s| (s.token.clone(), s)).collect()),
+            ..Db::default()
+        }
+    }
+}
+
+#[async_trait]
+impl SessionLoader for Db {
+    async fn load(&self, token: &str) -> Result<Option<CachedSession>, LoaderError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        if let Some(g) = &self.gate {
+            let _permit = g.acquire().await?;
+        }
+        if self.fail {
+            return Err("database is down".into());
+        }
+        Ok(self.sessions.lock().get(token).cloned())
+    }
+
+    async fn tokens_by_user(&self, _user_id: &Id) -> Result<Vec<String>, LoaderError> {
+        Ok(self.extra_user_tokens.clone())
+    }
+}
+
+fn cache(db: Arc<Db>) -> (SessionCache, Arc<InMemorySessionCacheStrategy>) {
+    let store = Arc::new(InMemorySessionCacheStrategy::new());
+    (SessionCache::new(store.clone(), db), store)
+}
+
+#[tokio::test]
+async fn a_miss_loads_once_then_hits() {
+    let db = Arc::new(Db::with([session("t", 1)]));
+    let (c, store) = cache(db.clone());
+    let first = c.get("t").await.unwrap().unwrap();
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(store.get_now("t"), Some(first.clone()));
+    assert_eq!(c.get("t").await.unwrap(), Some(first));
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    // Unknown token: Ok(None), nothing cached.
+    assert_eq!(c.get("unknown").await.unwrap(), None);
+    assert_eq!(store.get_now("unknown"), None);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_misses_share_one_load() {
+    let gate = Arc::new(Semaphore::new(0));
+    let db = Arc::new(Db {
+        gate: Some(gate.clone()),
+        ..Db::with([session("t", 1)])
+    });
+    let (c, _) = cache(db.clone());
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get("t").await })
+        })
+        .collect();
+    // On this single-threaded runtime, yielding lets every task run up to the shared load.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1000);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().unwrap().token, "t");
+    }
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn stale_or_expired_entries_are_reloaded() {
+    let db = Arc::new(Db::with([session("stale", 1)]));
+    let (c, store) = cache(db.clone());
+    // Cached copy past cache_expiry: reloaded, and stored with a fresh cache_expiry.
+    let mut old = session("stale", 1);
+    old.cache_expiry -= 3600;
+    old.active_order_id = Some(1.into());
+    store.set_now(Arc::new(old.clone())).unwrap();
+    let got = c.get("stale").await.unwrap().unwrap();
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(got.active_order_id, None, "the database copy wins");
+    assert!(got.cache_expiry > old.cache_expiry);
+    assert_eq!(store.get_now("stale"), Some(got));
+
+    // The database no longer has a session the cache still holds past its cache_expiry: the
+    // stale copy is dropped.
+    let mut gone = session("gone", 2);
+    gone.cache_expiry -= 3600;
+    store.set_now(Arc::new(gone)).unwrap();
+    assert_eq!(c.get("gone").await.unwrap(), None);
+    assert_eq!(store.get_now("gone"), None);
+
+    // The loader returns an expired session: not served, not cached.
+    db.sessions
+        .lock()
+        .insert("dead".into(), anonymous("dead", -10));
+    assert_eq!(c.get("dead").await.unwrap(), None);
+    assert_eq!(store.get_now("dead"), None);
+}
+
+#[tokio::test]
+async fn loader_failures_and_bad_tokens_are_errors() {
+    let db = Arc::new(Db {
+        fail: true,
+        ..Db::default()
+    });
+    let (c, store) = cache(db);
+    let err = c.get("t").await.unwrap_err();
+    assert!(matches!(err, SessionCacheError::Loader(_)));
+    assert!(err.to_string().contains("database is down"));
+    assert_eq!(store.length(), 0);
+    assert!(matches!(
+        c.get(&"x".repeat(1 << 20)).await,
+        Err(SessionCacheError::InvalidToken(_))
+    ));
+    assert!(matches!(
+        c.get("a\0b").await,
+        Err(SessionCacheError::InvalidToken(_))
+    ));
+}
+
+/// Wraps a strategy and delays its calls (in Tokio time, which the tests pause).
+struct Slow {
+    inner: InMemorySessionCacheStrategy,
+    delay: Duration,
+}
+
+#[async_trait]
+impl SessionCacheStrategy for Slow {
+    async fn set(&self, s: Arc<CachedSession>) -> Result<(), SessionCacheError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.set(s).await
+    }
+    async fn get(&self, token: &str) -> Option<Arc<CachedSession>> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.get(token).await
+    }
+    async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.delete(token).await
+    }
+    async fn clear(&self) -> Result<(), SessionCacheError> {
+        self.inner.clear().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_strategy_calls_respect_the_budget() {
+    let slow = Arc::new(Slow {
+        inner: InMemorySessionCacheStrategy::new(),
+        delay: Duration::from_millis(200),
+    });
+    let db = Arc::new(Db::with([session("t", 1)]));
+    let c = SessionCache::with_config(
+        slow.clone(),
+        db.clone(),
+        SessionCacheConfig {
+            budget: Duration::from_millis(50),
+            ..SessionCacheConfig::default()
+        },
+    );
+    // The slow set is logged and finishes in the background; the caller gets the session.
+    let s = c.get("t").await.unwrap().unwrap();
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(slow.inner.get_now("t"), None, "the set is still running");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slow.inner.get_now("t"), Some(s.clone()), "and it completed");
+    // A slow get is a miss: the session comes from the loader although it is cached.
+    assert_eq!(c.get("t").await.unwrap().unwrap().token, "t");
+    assert_eq!(db.loads.load(Ordering::SeqCst), 2);
+    // A slow delete is not cancelled.
+    c.delete("t").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slow.inner.get_now("t"), None);
+}
+
+#[tokio::test]
+async fn delete_by_user_and_by_active_order_use_the_indexes() {
+    let db = Arc::new(Db {
+        extra_user_tokens: vec!["cached-elsewhere".into()],
+        ..Db::with([session("u1-a", 1), session("u1-b", 1), session("u2", 2)])
+    });
+    let (c, store) = cache(db);
+    for t in ["u1-a", "u1-b", "u2"] {
+        c.get(t).await.unwrap().unwrap();
+    }
+    // A session of user 1 that another instance cached: known only to the database.
+    store
+        .set_now(Arc::new(session("cached-elsewhere", 1)))
+        .unwrap();
+    let user1 = c.set(session("u1-c", 1)).await.unwrap();
+    assert_eq!(c.indexed_sessions(), 4);
+
+    // Orders: u1-c moves from order 10 to order 11; u2 has order 10.
+    let on10 = c.set_active_order(&user1, Id::Int(10)).await.unwrap();
+    let on11 = c.set_active_order(&on10, Id::Int(11)).await.unwrap();
+    assert_eq!(on11.active_order_id, Some(Id::Int(11)));
+    let u2 = store.get_now("u2").unwrap();
+    c.set_active_order(&u2, Id::Str("10".into())).await.unwrap();
+    // IDs compare by string form, as Vendure's idsAreEqual does.
+    assert_eq!(
+        c.delete_sessions_by_active_order(&Id::Int(10))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.get_now("u2"), None);
+    assert!(store.get_now("u1-c").is_some());
+
+    assert_eq!(c.delete_sessions_by_user(&Id::Int(1)).await.unwrap(), 4);
+    for t in ["u1-a", "u1-b", "u1-c", "cached-elsewhere"] {
+        assert_eq!(store.get_now(t), None, "{t}");
+    }
+    assert_eq!(c.indexed_sessions(), 0);
+    assert_eq!(c.delete_sessions_by_user(&Id::Int(1)).await.unwrap(), 1); // the db's token
+}
+
+#[tokio::test]
+async fn active_order_and_channel_updates_are_cached() {
+    let db = Arc::new(Db::with([session("t", 1)]));
+    let (c, store) = cache(db.clone());
+    let s = c.get("t").await.unwrap().unwrap();
+    let s = c.set_active_order(&s, Id::Int(5)).await.unwrap();
+    assert_eq!(
+        store.get_now("t").unwrap().active_order_id,
+        Some(Id::Int(5))
+    );
+    let s = c
+        .set_active_channel(&s, Id::Str("ch-2".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get("t").await.unwrap().unwrap().active_channel_id,
+        Some(Id::Str("ch-2".into()))
+    );
+    let s = c.unset_active_order(&s).await.unwrap();
+    assert_eq!(s.active_order_id, None);
+    assert_eq!(store.get_now("t").unwrap().active_order_id, None);
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    c.clear().await.unwrap();
+    assert_eq!(store.length(), 0);
+    assert_eq!(c.indexed_sessions(), 0);
+}

@@ -1,0 +1,214 @@
+//! TieredSessionCacheStrategy: near caches kept coherent through Redis client tracking.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clockcache_session::{SessionCacheStrategy, TieredOptions, TieredSessionCacheStrategy};
+use common::{anonymous, init_tracing, session, RedisServer};
+use redis::Commands;
+
+async fn tiered(server: &RedisServer) -> TieredSessionCacheStrategy {
+    let t = TieredSessionCacheStrategy::new(&server.url()).unwrap();
+    t.init().await.expect("tracking armed");
+    t
+}
+
+/// Polls `f` until it is true (a readiness wait, bounded so that a broken build fails).
+async fn wait_until(mut f: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached after 3000 polls");
+}
+
+/// Waits until `t` has re-armed tracking on a connection newer than `generation`.
+async fn wait_rearmed(t: &TieredSessionCacheStrategy, generation: u64) {
+    wait_until(|| t.generation() > generation && t.is_connected()).await;
+}
+
+#[tokio::test]
+async fn two_instances_invalidate_each_other() {
+    init_tracing();
+    let Some(server) = RedisServer::start("two_instances_invalidate_each_other") else {
+        return;
+    };
+    let a = tiered(&server).await;
+    let b = tiered(&server).await;
+
+    let v1 = Arc::new(session("shared", 1));
+    a.set(v1.clone()).await.unwrap();
+    assert!(a.near_contains("shared"));
+    assert_eq!(b.get("shared").await, Some(v1.clone()));
+    assert!(b.near_contains("shared"), "B filled its near cache");
+
+    // A updates: B's next read (after the invalidation barrier) sees the update.
+    let mut v2 = (*v1).clone();
+    v2.active_order_id = Some(99.into());
+    let v2 = Arc::new(v2);
+    a.set(v2.clone()).await.unwrap();
+    b.sync_invalidations().await.unwrap();
+    assert!(!b.near_contains("shared"));
+    assert_eq!(b.get("shared").await, Some(v2.clone()));
+
+    // NOLOOP: A's own write did not bounce back to evict A's fresh near entry.
+    a.sync_invalidations().await.unwrap();
+    assert!(a.near_contains("shared"));
+
+    // B deletes (logout): A's next read misses.
+    b.delete("shared").await.unwrap();
+    a.sync_invalidations().await.unwrap();
+    assert!(!a.near_contains("shared"));
+    assert_eq!(a.get("shared").await, None);
+
+    // clear on one instance empties the other's near cache for the namespace.
+    for i in 0..20 {
+        a.set(Arc::new(anonymous(&format!("c{i}"), 600)))
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        assert!(b.get(&format!("c{i}")).await.is_some());
+    }
+    assert_eq!(b.near_len(), 20);
+    a.clear().await.unwrap();
+    b.sync_invalidations().await.unwrap();
+    assert_eq!(b.near_len(), 0);
+    assert_eq!(b.get("c3").await, None);
+    assert!(b.invalidations_received() > 0);
+}
+
+#[tokio::test]
+async fn writes_by_other_clients_invalidate() {
+    let Some(server) = RedisServer::start("writes_by_other_clients_invalidate") else {
+        return;
+    };
+    let a = tiered(&server).await;
+    a.set(Arc::new(session("t", 1))).await.unwrap();
+    // A Vendure server (or redis-cli) rewrites the key.
+    let mut updated = session("t", 1);
+    updated.active_channel_id = Some("other-channel".into());
+    let mut raw = server.conn();
+    let _: () = raw
+        .set_ex("vendure-session-cache:t", updated.to_json().unwrap(), 600)
+        .unwrap();
+    a.sync_invalidations().await.unwrap();
+    assert_eq!(a.get("t").await.as_deref(), Some(&updated));
+    // Keys outside the namespace are not tracked.
+    let before = a.invalidations_received();
+    let _: () = raw.set("vendure-session-cache2:t", "x").unwrap();
+    a.sync_invalidations().await.unwrap();
+    assert_eq!(a.invalidations_received(), before);
+    // FLUSHALL invalidates everything (a null key list).
+    let flushes = a.flushes();
+    let _: () = redis::cmd("FLUSHALL").query(&mut raw).unwrap();
+    a.sync_invalidations().await.unwrap();
+    assert!(a.flushes() > flushes);
+    assert_eq!(a.near_len(), 0);
+    assert_eq!(a.get("t").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_invalidation_connection_flushes_and_rearms() {
+    init_tracing();
+    let Some(mut server) = RedisServer::start("lost_invalidation_connection_flushes_and_rearms")
+    else {
+        return;
+    };
+    let a = tiered(&server).await;
+    let b = tiered(&server).await;
+    a.set(Arc::new(session("k", 1))).await.unwrap();
+    assert!(a.near_contains("k"));
+
+    // The server kills every client connection: A must not keep serving from its near cache,
+    // since it may have missed invalidations.
+    let (ga, gb) = (a.generation(), b.generation());
+    let mut raw = server.conn();
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut raw)
+        .unwrap();
+    // Meanwhile another writer changes the session.
+    let mut changed = session("k", 1);
+    changed.active_order_id = Some(5.into());
+    let _: () = raw
+        .set_ex("vendure-session-cache:k", changed.to_json().unwrap(), 600)
+        .unwrap();
+    wait_rearmed(&a, ga).await;
+    wait_rearmed(&b, gb).await;
+    assert!(
+        !a.near_contains("k"),
+        "near cache flushed on the lost connection"
+    );
+    assert_eq!(a.get("k").await.as_deref(), Some(&changed));
+    // Tracking is re-armed: B's write reaches A.
+    b.delete("k").await.unwrap();
+    a.sync_invalidations().await.unwrap();
+    assert_eq!(a.get("k").await, None);
+
+    // Redis itself goes away: misses (not stale hits), then recovery on restart.
+    a.set(Arc::new(session("k2", 2))).await.unwrap();
+    let (ga, gb) = (a.generation(), b.generation());
+    server.stop();
+    wait_until(|| !a.is_connected()).await;
+    assert_eq!(a.near_len(), 0);
+    assert_eq!(a.get("k2").await, None);
+    assert!(a.set(Arc::new(session("k3", 3))).await.is_err());
+    server.restart();
+    wait_rearmed(&a, ga).await;
+    wait_rearmed(&b, gb).await;
+    let fresh = Arc::new(session("k4", 4));
+    b.set(fresh.clone()).await.unwrap();
+    assert_eq!(a.get("k4").await, Some(fresh));
+    let mut newer = session("k4", 4);
+    newer.active_order_id = Some(6.into());
+    b.set(Arc::new(newer.clone())).await.unwrap();
+    a.sync_invalidations().await.unwrap();
+    assert_eq!(a.get("k4").await.as_deref(), Some(&newer));
+}
+
+#[tokio::test]
+async fn near_entries_never_outlive_cache_expiry() {
+    let Some(server) = RedisServer::start("near_entries_never_outlive_cache_expiry") else {
+        return;
+    };
+    let a = tiered(&server).await;
+    // Stale for the cache (cache_expiry passed) but the session itself is still valid: Redis
+    // keeps it (SessionCache will reload it), the near cache must not hold it.
+    let mut s = session("stale", 1);
+    s.cache_expiry -= 3600;
+    a.set(Arc::new(s.clone())).await.unwrap();
+    assert!(!a.near_contains("stale"));
+    assert_eq!(a.get("stale").await.as_deref(), Some(&s));
+    assert!(!a.near_contains("stale"));
+    // Past `expires`: neither tier serves it.
+    a.set(Arc::new(anonymous("gone", -1))).await.unwrap();
+    assert_eq!(a.get("gone").await, None);
+    // Invalid tokens are rejected before any I/O.
+    assert!(a.set(Arc::new(anonymous("bad\0", 60))).await.is_err());
+    assert_eq!(a.get(&"x".repeat(1 << 20)).await, None);
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_miss_not_a_hang_or_panic() {
+    // Nothing listens on this port (bound then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut opts = TieredOptions::new(format!("redis://127.0.0.1:{port}"));
+    opts.redis.connect_timeout = Duration::from_millis(200);
+    let a = TieredSessionCacheStrategy::with_options(opts).unwrap();
+    assert!(a.init().await.is_err());
+    assert_eq!(a.get("t").await, None);
+    assert!(a.set(Arc::new(session("t", 1))).await.is_err());
+    assert!(a.delete("t").await.is_err());
+    a.destroy().await.unwrap();
+}
