@@ -201,6 +201,10 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
         threads.clone(),
     ));
     for &s in &zipf {
+        // Quick: write-heavy at the main exponent only.
+        if mode == "quick" && cli.zipf.is_none() && s != main_s {
+            continue;
+        }
         matrix.push((
             Workload {
                 mix: Mix::WriteHeavy,
@@ -208,9 +212,6 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
             },
             secondary.clone(),
         ));
-        if mode == "quick" && cli.zipf.is_none() {
-            break;
-        }
     }
     matrix.push((
         Workload {

@@ -21,6 +21,8 @@ pub struct Machine {
     pub kernel: String,
     /// Output of `date -u` when the run started.
     pub date: String,
+    /// /proc/loadavg when the run started (other work on a shared machine shows here).
+    pub loadavg: String,
 }
 
 impl Machine {
@@ -44,11 +46,15 @@ impl Machine {
             .ok()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_else(|| "unknown".into());
+        let loadavg = std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into());
         Machine {
             nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu,
             kernel,
             date,
+            loadavg,
         }
     }
 }
@@ -520,8 +526,12 @@ impl Report {
         out.push(Section {
             title: "Settings".into(),
             note: format!(
-                "{} CPUs ({}), kernel {}, {}",
-                self.machine.nproc, self.machine.cpu, self.machine.kernel, self.machine.date
+                "{} CPUs ({}), kernel {}, {}, load average at start {}",
+                self.machine.nproc,
+                self.machine.cpu,
+                self.machine.kernel,
+                self.machine.date,
+                self.machine.loadavg
             ),
             table: t,
         });
@@ -887,6 +897,7 @@ mod tests {
                 cpu: "test".into(),
                 kernel: "k".into(),
                 date: "d".into(),
+                loadavg: "0.00 0.00 0.00".into(),
             },
             command: "x".into(),
             settings: vec![("capacity".into(), "100".into())],
