@@ -771,7 +771,7 @@ impl Report {
                 svg::line_chart(
                     &format!("{w}: latency at {t} threads"),
                     "percentile",
-                    "ns (log)",
+                    "latency (log scale)",
                     &xl,
                     &series,
                     true,

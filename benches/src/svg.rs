@@ -70,7 +70,21 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
-/// A line chart with categorical x values; `log_y` uses a base-10 y axis.
+/// Formats nanoseconds with a unit: `100 ns`, `10 us`, `1 ms`, `1 s`.
+pub fn fmt_ns(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{} s", fmt_num(v / 1e9))
+    } else if v >= 1e6 {
+        format!("{} ms", fmt_num(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{} us", fmt_num(v / 1e3))
+    } else {
+        format!("{} ns", fmt_num(v))
+    }
+}
+
+/// A line chart with categorical x values; `log_y` uses a base-10 y axis. A y title
+/// that starts with "latency" gets time units on its ticks.
 pub fn line_chart(
     title: &str,
     x_title: &str,
@@ -150,7 +164,11 @@ pub fn line_chart(
             LEFT + pw,
             LEFT - 6.0,
             y + 4.0,
-            fmt_num(t)
+            if y_title.starts_with("latency") {
+                fmt_ns(t)
+            } else {
+                fmt_num(t)
+            }
         );
     }
     for (i, l) in x_labels.iter().enumerate() {
@@ -303,5 +321,9 @@ mod tests {
         assert_eq!(fmt_num(12.34), "12.3");
         assert_eq!(fmt_num(0.5), "0.50");
         assert_eq!(fmt_num(8.0), "8");
+        assert_eq!(fmt_ns(100.0), "100 ns");
+        assert_eq!(fmt_ns(10_000.0), "10 us");
+        assert_eq!(fmt_ns(1e8), "100 ms");
+        assert_eq!(fmt_ns(2e9), "2 s");
     }
 }
