@@ -33,34 +33,56 @@ pub enum EvictionPolicy {
     /// CLOCK (second chance): an approximation of LRU. Choose it when the
     /// workload is purely recency-driven.
     Clock,
-    /// S3-FIFO: a small probationary FIFO, a main CLOCK with small frequency
-    /// counters and a ghost of recently evicted keys. Scan- and
-    /// one-hit-wonder-resistant; the default.
-    #[default]
+    /// S3-FIFO: a small probationary FIFO holding 10% of the capacity, a
+    /// main CLOCK with small frequency counters, and a ghost of keys recently
+    /// evicted from probation. Scan- and one-hit-wonder-resistant.
     S3Fifo,
+    /// S3-FIFO whose probationary share adapts (between 1% and 90%) from
+    /// ghost hits, as ARC adapts its split: a key that comes back after
+    /// eviction from probation grows the probationary FIFO, one that comes
+    /// back after eviction from the main clock shrinks it. Recency-friendly
+    /// workloads drift towards CLOCK, frequency- and scan-heavy ones towards
+    /// S3-FIFO. The default.
+    #[default]
+    Adaptive,
 }
 
-/// Fingerprints of keys recently evicted from the small FIFO.
+/// Fingerprints of recently evicted keys, in eviction order, each with the
+/// sequence number of its eviction (so a hit knows how long ago it left).
 struct Ghost {
     fifo: VecDeque<u32>,
-    counts: HashMap<u32, u16, ahash::RandomState>,
+    /// fingerprint -> (occurrences in `fifo`, sequence number of the latest)
+    index: HashMap<u32, (u16, u32), ahash::RandomState>,
+    seq: u32,
 }
 
 impl Ghost {
     fn new() -> Self {
         Self {
             fifo: VecDeque::new(),
-            counts: HashMap::default(),
+            index: HashMap::default(),
+            seq: 0,
         }
     }
 
     fn contains(&self, fp: u32) -> bool {
-        self.counts.contains_key(&fp)
+        self.index.contains_key(&fp)
+    }
+
+    /// Forgets `fp`, returning how many evictions ago it was remembered;
+    /// `None` if it was not there. (Its FIFO slots stay and are skipped when
+    /// they reach the front.)
+    fn take(&mut self, fp: u32) -> Option<u32> {
+        self.index
+            .remove(&fp)
+            .map(|(_, at)| self.seq.wrapping_sub(at))
     }
 
     fn insert(&mut self, fp: u32, cap: usize) {
+        self.seq = self.seq.wrapping_add(1);
         self.fifo.push_back(fp);
-        *self.counts.entry(fp).or_insert(0) += 1;
+        let e = self.index.entry(fp).or_insert((0, 0));
+        *e = (e.0 + 1, self.seq);
         while self.fifo.len() > cap {
             self.pop();
         }
@@ -68,10 +90,10 @@ impl Ghost {
 
     fn pop(&mut self) {
         if let Some(old) = self.fifo.pop_front() {
-            if let Some(c) = self.counts.get_mut(&old) {
-                *c -= 1;
-                if *c == 0 {
-                    self.counts.remove(&old);
+            if let Some(e) = self.index.get_mut(&old) {
+                e.0 -= 1;
+                if e.0 == 0 {
+                    self.index.remove(&old);
                 }
             }
         }
@@ -79,11 +101,12 @@ impl Ghost {
 
     fn clear(&mut self) {
         self.fifo = VecDeque::new();
-        self.counts = HashMap::default();
+        self.index = HashMap::default();
     }
 
     fn heap_bytes(&self) -> usize {
-        self.fifo.capacity() * 4 + self.counts.capacity() * 9
+        // hashbrown: one control byte per bucket, buckets of (u32, (u16, u32)).
+        self.fifo.capacity() * 4 + self.index.capacity() * 13
     }
 }
 
@@ -96,17 +119,13 @@ fn fingerprint(hash: u64) -> u32 {
 pub(crate) struct Victim<K, V> {
     pub(crate) entry: NonNull<Entry<K, V>>,
     pub(crate) cause: RemovalCause,
-    /// Evicted unread from the probationary FIFO: a ghost candidate.
-    pub(crate) from_probation: bool,
+    /// The queue it left: which ghost remembers it, if evicted.
+    pub(crate) from: Queue,
 }
 
 impl<K, V> Victim<K, V> {
-    fn new(entry: NonNull<Entry<K, V>>, cause: RemovalCause, from_probation: bool) -> Self {
-        Self {
-            entry,
-            cause,
-            from_probation,
-        }
+    fn new(entry: NonNull<Entry<K, V>>, cause: RemovalCause, from: Queue) -> Self {
+        Self { entry, cause, from }
     }
 }
 
@@ -118,17 +137,27 @@ pub(crate) struct Policy<K, V> {
     small_weight: u64,
     main_weight: u64,
     small_target: u64,
+    budget: u64,
+    /// Keys evicted unread from probation (S3-FIFO's ghost; ARC's B1).
     ghost: Ghost,
+    /// Keys evicted from the main clock (adaptive only; ARC's B2).
+    ghost_main: Ghost,
 }
 
-/// Share of a shard's budget given to the S3-FIFO probationary queue.
+/// Share of a shard's budget given to the S3-FIFO probationary queue (the
+/// starting point of the adaptive policy).
 const SMALL_SHARE_PERCENT: u64 = 10;
+/// Bounds of the adaptive probationary share.
+const MIN_SMALL_PERCENT: u64 = 1;
+const MAX_SMALL_PERCENT: u64 = 90;
 
 impl<K, V> Policy<K, V> {
     pub(crate) fn new(kind: EvictionPolicy, budget: u64, expected_items: usize) -> Self {
         let (small_cap, main_cap) = match kind {
             EvictionPolicy::Clock => (0, expected_items),
-            EvictionPolicy::S3Fifo => (expected_items / 8, expected_items),
+            EvictionPolicy::S3Fifo | EvictionPolicy::Adaptive => {
+                (expected_items / 8, expected_items)
+            }
         };
         Self {
             kind,
@@ -137,15 +166,42 @@ impl<K, V> Policy<K, V> {
             small_weight: 0,
             main_weight: 0,
             small_target: (budget * SMALL_SHARE_PERCENT / 100).max(1),
+            budget,
             ghost: Ghost::new(),
+            ghost_main: Ghost::new(),
         }
     }
 
     /// Places a newly inserted entry.
     pub(crate) fn admit(&mut self, e: &Entry<K, V>, hash: u64) {
+        let fp = fingerprint(hash);
         let to_main = match self.kind {
             EvictionPolicy::Clock => true,
-            EvictionPolicy::S3Fifo => self.ghost.contains(fingerprint(hash)),
+            EvictionPolicy::S3Fifo => self.ghost.contains(fp),
+            EvictionPolicy::Adaptive => {
+                // A key back soon after leaving one queue (within as many
+                // evictions as probation holds entries) would have been a hit
+                // had that queue been a little larger: move the split towards
+                // it by the entry's weight. Keys back after longer say nothing
+                // about the split and only skip probation.
+                let window = self.small.len().max(1) as u32;
+                let w = u64::from(e.weight).max(1);
+                if let Some(age) = self.ghost.take(fp) {
+                    if age <= window {
+                        let max = (self.budget * MAX_SMALL_PERCENT / 100).max(1);
+                        self.small_target = (self.small_target + w).min(max);
+                    }
+                    true
+                } else if let Some(age) = self.ghost_main.take(fp) {
+                    if age <= window {
+                        let min = (self.budget * MIN_SMALL_PERCENT / 100).max(1);
+                        self.small_target = self.small_target.saturating_sub(w).max(min);
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
         };
         if to_main {
             e.set_queue(Queue::Main);
@@ -195,7 +251,7 @@ impl<K, V> Policy<K, V> {
     /// Chooses a victim and takes it out of its queue. `protect` (the entry
     /// just inserted) is never chosen; `None` means nothing else is left.
     pub(crate) fn evict(&mut self, now: u64, protect: *const Entry<K, V>) -> Option<Victim<K, V>> {
-        if self.kind == EvictionPolicy::S3Fifo
+        if self.kind != EvictionPolicy::Clock
             && (self.small_weight > self.small_target || self.main.len() == 0)
         {
             if let Some(v) = self.evict_small(now, protect) {
@@ -204,7 +260,7 @@ impl<K, V> Policy<K, V> {
         }
         self.evict_main(now, protect).or_else(|| {
             // Main had nothing but `protect`: try the small FIFO after all.
-            if self.kind == EvictionPolicy::S3Fifo {
+            if self.kind != EvictionPolicy::Clock {
                 self.evict_small(now, protect)
             } else {
                 None
@@ -212,11 +268,19 @@ impl<K, V> Policy<K, V> {
         })
     }
 
-    /// Remembers the key hash of an entry evicted from probation, so that
-    /// its next insertion goes straight to the main ring.
-    pub(crate) fn remember(&mut self, hash: u64) {
-        let cap = self.main.len().max(16);
-        self.ghost.insert(fingerprint(hash), cap);
+    /// Remembers the key hash of an evicted entry: its next insertion goes
+    /// straight to the main ring (and, adaptive, moves the split).
+    pub(crate) fn remember(&mut self, hash: u64, from: Queue) {
+        let cap = (self.small.len() + self.main.len()).max(16);
+        match (from, self.kind) {
+            (Queue::Small, EvictionPolicy::S3Fifo | EvictionPolicy::Adaptive) => {
+                self.ghost.insert(fingerprint(hash), cap)
+            }
+            (Queue::Main, EvictionPolicy::Adaptive) => {
+                self.ghost_main.insert(fingerprint(hash), cap)
+            }
+            _ => {}
+        }
     }
 
     fn evict_small(&mut self, now: u64, protect: *const Entry<K, V>) -> Option<Victim<K, V>> {
@@ -236,7 +300,7 @@ impl<K, V> Policy<K, V> {
             let w = u64::from(e.weight);
             if e.is_expired(now) {
                 self.small_weight -= w;
-                return Some(Victim::new(p, RemovalCause::Expired, false));
+                return Some(Victim::new(p, RemovalCause::Expired, Queue::Small));
             }
             if e.freq.load(Ordering::Relaxed) > 0 {
                 // Read while on probation: promote to the main ring.
@@ -247,7 +311,7 @@ impl<K, V> Policy<K, V> {
                 self.main.push_back(e);
             } else {
                 self.small_weight -= w;
-                return Some(Victim::new(p, RemovalCause::Evicted, true));
+                return Some(Victim::new(p, RemovalCause::Evicted, Queue::Small));
             }
         }
         None
@@ -273,21 +337,21 @@ impl<K, V> Policy<K, V> {
             let w = u64::from(e.weight);
             if e.is_expired(now) {
                 self.main_weight -= w;
-                return Some(Victim::new(p, RemovalCause::Expired, false));
+                return Some(Victim::new(p, RemovalCause::Expired, Queue::Main));
             }
             let f = e.freq.load(Ordering::Relaxed);
             budget = budget.saturating_sub(1);
             if f > 0 && budget > 0 {
                 let lowered = match self.kind {
                     EvictionPolicy::Clock => 0,
-                    EvictionPolicy::S3Fifo => f - 1,
+                    EvictionPolicy::S3Fifo | EvictionPolicy::Adaptive => f - 1,
                 };
                 e.freq.store(lowered, Ordering::Relaxed);
                 self.main.push_back(e);
                 continue;
             }
             self.main_weight -= w;
-            return Some(Victim::new(p, RemovalCause::Evicted, false));
+            return Some(Victim::new(p, RemovalCause::Evicted, Queue::Main));
         }
         None
     }
@@ -299,6 +363,7 @@ impl<K, V> Policy<K, V> {
         self.small_weight = 0;
         self.main_weight = 0;
         self.ghost.clear();
+        self.ghost_main.clear();
         all
     }
 
@@ -309,6 +374,9 @@ impl<K, V> Policy<K, V> {
 
     /// Heap bytes held by the queues and the ghost.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.small.heap_bytes() + self.main.heap_bytes() + self.ghost.heap_bytes()
+        self.small.heap_bytes()
+            + self.main.heap_bytes()
+            + self.ghost.heap_bytes()
+            + self.ghost_main.heap_bytes()
     }
 }

@@ -403,8 +403,8 @@ where
         };
         // SAFETY: the policy returns live entries of this shard.
         let h = hasher(unsafe { v.entry.as_ref() }.key());
-        if v.from_probation {
-            inner.policy.remember(h);
+        if v.cause == RemovalCause::Evicted {
+            inner.policy.remember(h, v.from);
         }
         self.take_locked(inner, v.entry, h, false, v.cause, retired, guard);
         true

@@ -40,7 +40,11 @@ fn insert_get_remove() {
 
 #[test]
 fn count_capacity_is_never_exceeded_for_both_policies() {
-    for policy in [EvictionPolicy::Clock, EvictionPolicy::S3Fifo] {
+    for policy in [
+        EvictionPolicy::Clock,
+        EvictionPolicy::S3Fifo,
+        EvictionPolicy::Adaptive,
+    ] {
         for shards in [1, 4, 16] {
             let c: Cache<u64, u64> = Cache::builder()
                 .capacity(1000)

@@ -195,7 +195,12 @@ proptest! {
     }
 
     #[test]
+    fn adaptive_matches_the_model(ops in prop::collection::vec(op(), 1..200), cap in 0u64..16, shards in 0u32..3) {
+        run(ops, cap, 1 << shards, EvictionPolicy::Adaptive, false)?;
+    }
+
+    #[test]
     fn weighted_matches_the_model(ops in prop::collection::vec(op(), 1..200), cap in 0u64..24, shards in 0u32..3) {
-        run(ops, cap, 1 << shards, EvictionPolicy::S3Fifo, true)?;
+        run(ops, cap, 1 << shards, EvictionPolicy::Adaptive, true)?;
     }
 }

@@ -172,7 +172,11 @@ fn stress_counts_every_drop() {
     } else {
         600_000
     };
-    for policy in [EvictionPolicy::S3Fifo, EvictionPolicy::Clock] {
+    for policy in [
+        EvictionPolicy::Adaptive,
+        EvictionPolicy::S3Fifo,
+        EvictionPolicy::Clock,
+    ] {
         CREATED.store(0, Ordering::SeqCst);
         DROPPED.store(0, Ordering::SeqCst);
         stress(policy, threads, ops);
