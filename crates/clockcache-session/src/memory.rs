@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clockcache::{Cache, Clock, EvictionPolicy, RemovalCause};
+use clockcache::{Cache, Clock, EvictionPolicy, RemovalCause, SystemClock};
 use parking_lot::Mutex;
 use time::OffsetDateTime;
 
@@ -149,15 +149,6 @@ impl Clock for SharedClock {
     }
 }
 
-/// A clock reading nanoseconds since construction, for when no clock is configured.
-struct MonotonicClock(std::time::Instant);
-
-impl Clock for MonotonicClock {
-    fn now_nanos(&self) -> u64 {
-        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
-
 #[derive(Clone)]
 struct Core {
     cache: Cache<String, Entry>,
@@ -282,16 +273,20 @@ impl InMemorySessionCacheStrategy {
 
     /// A store with the given options (starts the prune thread when `check_period` is set).
     pub fn with_options(opts: InMemoryOptions) -> Self {
-        let clock: Arc<dyn Clock> = opts
-            .clock
-            .clone()
-            .unwrap_or_else(|| Arc::new(MonotonicClock(std::time::Instant::now())));
         let mut builder = Cache::<String, Entry>::builder()
             .capacity(opts.max.max(1))
             // CLOCK approximates LRU, which is what session stores promise (the engine's default,
             // S3-FIFO, favours frequency).
-            .eviction_policy(EvictionPolicy::Clock)
-            .clock(SharedClock(clock.clone()));
+            .eviction_policy(EvictionPolicy::Clock);
+        // Without a configured clock the engine keeps its own (statically dispatched) system
+        // clock, and the stale-mode deadlines read the same one.
+        let clock: Arc<dyn Clock> = match opts.clock.clone() {
+            Some(c) => {
+                builder = builder.clock(SharedClock(c.clone()));
+                c
+            }
+            None => Arc::new(SystemClock),
+        };
         if let Some(dispose) = opts.dispose.clone() {
             builder = builder.eviction_listener(move |k: &String, e: &Entry, cause| {
                 if !matches!(cause, RemovalCause::Replaced) {

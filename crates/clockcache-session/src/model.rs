@@ -417,6 +417,12 @@ pub fn validate_token(token: &str) -> Result<(), SessionCacheError> {
             token.len()
         )));
     }
+    // Fast path: C0 controls and DEL are single bytes; C1 controls (U+0080..U+009F) are
+    // encoded as 0xC2 0x80..0x9F, so without a 0xC2 byte there are none.
+    let bytes = token.as_bytes();
+    if !bytes.iter().any(|&b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        return Ok(());
+    }
     if let Some((i, c)) = token.char_indices().find(|(_, c)| c.is_control()) {
         return Err(SessionCacheError::InvalidToken(format!(
             "the token has a control character {:?} at byte {i}",

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -125,6 +126,7 @@ impl SessionCache {
     pub async fn get(&self, token: &str) -> Result<Option<Arc<CachedSession>>, SessionCacheError> {
         validate_token(token)?;
         let cached = self.timed_get(token).await;
+        let had_cached = cached.is_some();
         let now = OffsetDateTime::now_utc();
         match cached {
             Some(s) if s.token == token && !s.is_unusable_at(now) => return Ok(Some(s)),
@@ -136,11 +138,17 @@ impl SessionCache {
             }
             _ => {}
         }
-        self.load_single_flight(token).await
+        self.load_single_flight(token, had_cached).await
     }
 
     async fn timed_get(&self, token: &str) -> Option<Arc<CachedSession>> {
-        match tokio::time::timeout(self.inner.config.budget, self.inner.strategy.get(token)).await {
+        let mut get = std::pin::pin!(self.inner.strategy.get(token));
+        // In-process strategies answer on the first poll: skip arming a timer for them.
+        let first = std::future::poll_fn(|cx| Poll::Ready(get.as_mut().poll(cx))).await;
+        if let Poll::Ready(found) = first {
+            return found;
+        }
+        match tokio::time::timeout(self.inner.config.budget, get).await {
             Ok(s) => s,
             Err(_) => {
                 tracing::warn!(
@@ -152,13 +160,13 @@ impl SessionCache {
         }
     }
 
-    async fn load_single_flight(&self, token: &str) -> LoadResult {
+    async fn load_single_flight(&self, token: &str, had_cached: bool) -> LoadResult {
         let cell = {
             let mut flights = self.inner.flights.lock();
             flights.entry(token.to_owned()).or_default().clone()
         };
         let result = cell
-            .get_or_init(|| self.load_and_store(token))
+            .get_or_init(|| self.load_and_store(token, had_cached))
             .await
             .clone();
         let mut flights = self.inner.flights.lock();
@@ -168,7 +176,7 @@ impl SessionCache {
         result
     }
 
-    async fn load_and_store(&self, token: &str) -> LoadResult {
+    async fn load_and_store(&self, token: &str, had_cached: bool) -> LoadResult {
         let loaded = self
             .inner
             .loader
@@ -176,10 +184,17 @@ impl SessionCache {
             .await
             .map_err(|e| SessionCacheError::Loader(Arc::from(e)))?;
         let Some(mut session) = loaded else {
-            // Nothing valid in the source of truth: drop whatever stale copy is cached.
+            // Nothing valid in the source of truth: drop the stale copy, if one was cached.
             self.index().forget(token);
-            self.budgeted_write("delete", token, Write::Delete(token.to_owned()))
-                .await?;
+            if had_cached {
+                // A failed cache write must not fail the read: the answer is already known.
+                if let Err(e) = self
+                    .budgeted_write("delete", token, Write::Delete(token.to_owned()))
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not drop a stale cached session");
+                }
+            }
             return Ok(None);
         };
         if session.token != token {
@@ -193,7 +208,10 @@ impl SessionCache {
         session.cache_expiry = self.next_cache_expiry();
         session.expires = truncate_to_millis(session.expires);
         let session = Arc::new(session);
-        self.store(session.clone()).await?;
+        // A failed cache write must not fail the read: the session comes from the loader.
+        if let Err(e) = self.store(session.clone()).await {
+            tracing::warn!(error = %e, "could not cache a loaded session");
+        }
         Ok(Some(session))
     }
 
@@ -275,7 +293,7 @@ impl SessionCache {
     }
 
     /// Removes every cached session of a user (e.g. after a password change). Returns how many
-    /// tokens were deleted.
+    /// tokens were deleted (tokens already absent from the cache included).
     pub async fn delete_sessions_by_user(&self, user_id: &Id) -> Result<usize, SessionCacheError> {
         let mut tokens = self.index().tokens(IndexKind::User, user_id);
         match self.inner.loader.tokens_by_user(user_id).await {
@@ -288,7 +306,7 @@ impl SessionCache {
     }
 
     /// Removes every cached session whose active order is `order_id` (e.g. after the order is
-    /// placed). Returns how many tokens were deleted.
+    /// placed). Returns how many tokens were deleted (tokens already absent included).
     pub async fn delete_sessions_by_active_order(
         &self,
         order_id: &Id,

@@ -494,7 +494,8 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
         )
     }
 
-    /// Stops the invalidation connection and empties the near cache.
+    /// Stops the invalidation connection and empties the near cache. The strategy is unusable
+    /// afterwards (every call fails or misses).
     async fn destroy(&self) -> Result<(), SessionCacheError> {
         if let Some(h) = self.supervisor.lock().take() {
             h.abort();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clockcache_session::{
-    to_iso_string, RedisSessionCacheOptions, RedisSessionCacheStrategy, SessionCacheError,
-    SessionCacheStrategy, DEFAULT_NAMESPACE,
+    to_iso_string, FnLoader, LoaderError, RedisSessionCacheOptions, RedisSessionCacheStrategy,
+    SessionCache, SessionCacheConfig, SessionCacheError, SessionCacheStrategy, DEFAULT_NAMESPACE,
 };
 use common::{anonymous, init_tracing, session, RedisServer};
 use redis::Commands;
@@ -309,4 +309,54 @@ async fn password_protected_server() {
     right.init().await.unwrap();
     right.set(Arc::new(session("pw", 1))).await.unwrap();
     assert!(right.get("pw").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cache_serves_from_the_loader_while_redis_is_down() {
+    init_tracing();
+    let Some(mut server) =
+        RedisServer::start("session_cache_serves_from_the_loader_while_redis_is_down")
+    else {
+        return;
+    };
+    let store = Arc::new(
+        RedisSessionCacheStrategy::with_options(
+            RedisSessionCacheOptions::new(server.url()).op_timeout(Duration::from_millis(200)),
+        )
+        .unwrap(),
+    );
+    let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = loads.clone();
+    let loader = FnLoader(move |token: String| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { Ok::<_, LoaderError>(Some(session(&token, 1))) }
+    });
+    // A budget above the strategy's own timeout, so that a slow CI machine cannot turn a set
+    // into a background write that races the next get (budgets are tested in service.rs).
+    let config = SessionCacheConfig {
+        budget: Duration::from_secs(2),
+        ..SessionCacheConfig::default()
+    };
+    let cache = SessionCache::with_config(store.clone(), Arc::new(loader), config);
+    let loads = move || loads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(cache.get("t").await.unwrap().is_some());
+    assert_eq!(loads(), 1);
+    assert!(cache.get("t").await.unwrap().is_some());
+    assert_eq!(loads(), 1, "the second get is a Redis hit");
+    server.stop();
+    // Redis down: the cache misses and the loader answers; no error reaches the caller.
+    assert_eq!(cache.get("t").await.unwrap().unwrap().token, "t");
+    assert_eq!(loads(), 2);
+    server.restart();
+    wait_until(|| async { store.set(Arc::new(session("probe", 1))).await.is_ok() }).await;
+    // (The set of "t" issued while Redis was down may complete after the restart: writes are
+    // never cancelled. A fresh token shows the cache path working again.)
+    let before = loads();
+    assert!(cache.get("u").await.unwrap().is_some());
+    assert!(cache.get("u").await.unwrap().is_some());
+    assert_eq!(
+        loads(),
+        before + 1,
+        "cached in Redis again after the restart"
+    );
 }

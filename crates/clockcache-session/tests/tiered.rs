@@ -43,6 +43,9 @@ async fn two_instances_invalidate_each_other() {
     let v1 = Arc::new(session("shared", 1));
     a.set(v1.clone()).await.unwrap();
     assert!(a.near_contains("shared"));
+    // B applies the invalidation of A's write first; otherwise B's fill could race with it and
+    // (correctly) be discarded.
+    b.sync_invalidations().await.unwrap();
     assert_eq!(b.get("shared").await, Some(v1.clone()));
     assert!(b.near_contains("shared"), "B filled its near cache");
 
@@ -71,6 +74,7 @@ async fn two_instances_invalidate_each_other() {
             .await
             .unwrap();
     }
+    b.sync_invalidations().await.unwrap();
     for i in 0..20 {
         assert!(b.get(&format!("c{i}")).await.is_some());
     }
