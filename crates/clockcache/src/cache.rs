@@ -268,11 +268,32 @@ where
         )
     }
 
+    /// How far shard `of` may go over its budget: zero unless an entry
+    /// heavier than a shard's share is involved (`heavy`) or some shard is
+    /// already over its budget; then whatever capacity the other shards
+    /// leave unused.
+    fn allowance(&self, of: &Shard<K, V>, heavy: bool) -> u64 {
+        let core = &*self.core;
+        if !heavy && core.over.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let others: u64 = core
+            .shards
+            .iter()
+            .filter(|s| !std::ptr::eq(*s, of))
+            .map(Shard::weight)
+            .sum();
+        core.capacity
+            .saturating_sub(others)
+            .saturating_sub(of.budget())
+    }
+
     fn insert_inner(&self, key: K, value: V, ttl: Option<Duration>) {
         let now = self.core.clock.now();
         let hash = self.hash(&key);
         let (entry, doa) = self.make_entry(key, value, ttl, now);
         let shard = self.shard(hash);
+        let allowance = self.allowance(shard, u64::from(entry.weight) > shard.budget());
         let guard = epoch::pin();
         let mut retired = Retired::new();
         let hasher = |k: &K| self.hash(k);
@@ -283,6 +304,7 @@ where
                 hash,
                 entry,
                 doa,
+                allowance,
                 now,
                 &hasher,
                 &mut retired,
@@ -656,11 +678,13 @@ where
             .withdraw(&mut inner)
             .expect("only the leader withdraws its load");
         let (entry, doa) = cache.make_entry(key, value.clone(), None, now);
+        let allowance = cache.allowance(shard, u64::from(entry.weight) > shard.budget());
         let (change, new) = shard.insert_locked(
             &mut inner,
             self.hash,
             entry,
             doa,
+            allowance,
             now,
             &hasher,
             &mut retired,

@@ -23,7 +23,6 @@ use crate::entry::{Entry, Queue};
 use crate::ring::Ring;
 use crate::sync::Ordering;
 use crate::RemovalCause;
-use std::collections::{HashMap, VecDeque};
 use std::ptr::NonNull;
 
 /// Which eviction policy a cache uses (see [`CacheBuilder::eviction_policy`](crate::CacheBuilder::eviction_policy)).
@@ -47,72 +46,122 @@ pub enum EvictionPolicy {
     Adaptive,
 }
 
-/// Fingerprints of recently evicted keys, in eviction order, each with the
-/// sequence number of its eviction (so a hit knows how long ago it left).
+/// Bits of Bloom filter per remembered key.
+const GHOST_BITS_PER_KEY: usize = 10;
+
+/// A blocked Bloom filter: each key sets three bits of one 64-bit word.
+struct Bloom {
+    words: Box<[u64]>,
+    inserted: usize,
+}
+
+impl Bloom {
+    fn with_capacity(keys: usize) -> Self {
+        let words = (keys * GHOST_BITS_PER_KEY / 64).max(16).next_power_of_two();
+        Self {
+            words: vec![0; words].into_boxed_slice(),
+            inserted: 0,
+        }
+    }
+
+    #[inline]
+    fn locate(&self, fp: u64) -> (usize, u64) {
+        let word = (fp as usize) & (self.words.len() - 1);
+        let bits = (1 << ((fp >> 40) & 63)) | (1 << ((fp >> 46) & 63)) | (1 << ((fp >> 52) & 63));
+        (word, bits)
+    }
+
+    fn insert(&mut self, fp: u64) {
+        let (w, b) = self.locate(fp);
+        self.words[w] |= b;
+        self.inserted += 1;
+    }
+
+    fn contains(&self, fp: u64) -> bool {
+        let (w, b) = self.locate(fp);
+        self.words[w] & b == b
+    }
+}
+
+/// Remembers roughly the last `per_generation` to `2 × per_generation`
+/// keys inserted: two Bloom filters, the older dropped whenever the newer has
+/// taken a generation's worth.
+struct Generations {
+    current: Bloom,
+    previous: Bloom,
+}
+
+impl Generations {
+    fn new() -> Self {
+        Self {
+            current: Bloom::with_capacity(0),
+            previous: Bloom::with_capacity(0),
+        }
+    }
+
+    fn insert(&mut self, fp: u64, per_generation: usize) {
+        if self.current.inserted >= per_generation {
+            let fresh = Bloom::with_capacity(per_generation);
+            self.previous = std::mem::replace(&mut self.current, fresh);
+        }
+        self.current.insert(fp);
+    }
+
+    fn contains(&self, fp: u64) -> bool {
+        self.current.contains(fp) || self.previous.contains(fp)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        (self.current.words.len() + self.previous.words.len()) * 8
+    }
+}
+
+/// Fingerprints of recently evicted keys (about 1% false positives, no false
+/// negatives): those evicted within the last `cap` evictions, and, apart,
+/// those evicted within the last `window`, so that a hit can tell whether
+/// the key came back soon.
 struct Ghost {
-    fifo: VecDeque<u32>,
-    /// fingerprint -> (occurrences in `fifo`, sequence number of the latest)
-    index: HashMap<u32, (u16, u32), ahash::RandomState>,
-    seq: u32,
+    all: Generations,
+    recent: Generations,
 }
 
 impl Ghost {
     fn new() -> Self {
         Self {
-            fifo: VecDeque::new(),
-            index: HashMap::default(),
-            seq: 0,
+            all: Generations::new(),
+            recent: Generations::new(),
         }
     }
 
-    fn contains(&self, fp: u32) -> bool {
-        self.index.contains_key(&fp)
+    fn contains(&self, fp: u64) -> bool {
+        self.all.contains(fp)
     }
 
-    /// Forgets `fp`, returning how many evictions ago it was remembered;
-    /// `None` if it was not there. (Its FIFO slots stay and are skipped when
-    /// they reach the front.)
-    fn take(&mut self, fp: u32) -> Option<u32> {
-        self.index
-            .remove(&fp)
-            .map(|(_, at)| self.seq.wrapping_sub(at))
+    /// `None` if `fp` is not remembered; else whether it was evicted within
+    /// the last `window` evictions (roughly).
+    fn lookup(&self, fp: u64) -> Option<bool> {
+        self.all.contains(fp).then(|| self.recent.contains(fp))
     }
 
-    fn insert(&mut self, fp: u32, cap: usize) {
-        self.seq = self.seq.wrapping_add(1);
-        self.fifo.push_back(fp);
-        let e = self.index.entry(fp).or_insert((0, 0));
-        *e = (e.0 + 1, self.seq);
-        while self.fifo.len() > cap {
-            self.pop();
-        }
-    }
-
-    fn pop(&mut self) {
-        if let Some(old) = self.fifo.pop_front() {
-            if let Some(e) = self.index.get_mut(&old) {
-                e.0 -= 1;
-                if e.0 == 0 {
-                    self.index.remove(&old);
-                }
-            }
-        }
+    fn insert(&mut self, fp: u64, cap: usize, window: usize) {
+        self.all.insert(fp, cap.div_ceil(2).max(8));
+        self.recent.insert(fp, window.div_ceil(2).max(4));
     }
 
     fn clear(&mut self) {
-        self.fifo = VecDeque::new();
-        self.index = HashMap::default();
+        *self = Self::new();
     }
 
     fn heap_bytes(&self) -> usize {
-        // hashbrown: one control byte per bucket, buckets of (u32, (u16, u32)).
-        self.fifo.capacity() * 4 + self.index.capacity() * 13
+        self.all.heap_bytes() + self.recent.heap_bytes()
     }
 }
 
+/// The ghost's view of a key hash: remixed, since a shard's keys share the
+/// hash bits that chose the shard.
 #[inline]
-fn fingerprint(hash: u64) -> u32 {
-    hash as u32
+fn fingerprint(hash: u64) -> u64 {
+    (hash ^ (hash >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// An entry chosen by [`Policy::evict`], already out of its queue.
@@ -179,23 +228,22 @@ impl<K, V> Policy<K, V> {
             EvictionPolicy::Clock => true,
             EvictionPolicy::S3Fifo => self.ghost.contains(fp),
             EvictionPolicy::Adaptive => {
-                // A key back soon after leaving one queue (within as many
-                // evictions as probation holds entries) would have been a hit
-                // had that queue been a little larger: move the split towards
-                // it by the entry's weight. Keys back after longer say nothing
-                // about the split and only skip probation.
-                let window = self.small.len().max(1) as u32;
+                // A key back soon after leaving one queue (within about as
+                // many evictions as probation holds entries) would have been
+                // a hit had that queue been a little larger: move the split
+                // towards it by the entry's weight. Keys back after longer
+                // say nothing about the split and only skip probation.
                 let w = u64::from(e.weight).max(1);
-                if let Some(age) = self.ghost.take(fp) {
-                    if age <= window {
-                        let max = (self.budget * MAX_SMALL_PERCENT / 100).max(1);
-                        self.small_target = (self.small_target + w).min(max);
-                    }
-                    true
-                } else if let Some(age) = self.ghost_main.take(fp) {
-                    if age <= window {
+                if let Some(recent) = self.ghost_main.lookup(fp) {
+                    if recent {
                         let min = (self.budget * MIN_SMALL_PERCENT / 100).max(1);
                         self.small_target = self.small_target.saturating_sub(w).max(min);
+                    }
+                    true
+                } else if let Some(recent) = self.ghost.lookup(fp) {
+                    if recent {
+                        let max = (self.budget * MAX_SMALL_PERCENT / 100).max(1);
+                        self.small_target = (self.small_target + w).min(max);
                     }
                     true
                 } else {
@@ -272,12 +320,13 @@ impl<K, V> Policy<K, V> {
     /// straight to the main ring (and, adaptive, moves the split).
     pub(crate) fn remember(&mut self, hash: u64, from: Queue) {
         let cap = (self.small.len() + self.main.len()).max(16);
+        let window = self.small.len();
         match (from, self.kind) {
             (Queue::Small, EvictionPolicy::S3Fifo | EvictionPolicy::Adaptive) => {
-                self.ghost.insert(fingerprint(hash), cap)
+                self.ghost.insert(fingerprint(hash), cap, window)
             }
             (Queue::Main, EvictionPolicy::Adaptive) => {
-                self.ghost_main.insert(fingerprint(hash), cap)
+                self.ghost_main.insert(fingerprint(hash), cap, window)
             }
             _ => {}
         }

@@ -4,40 +4,56 @@
 //! from the safe shard and cache logic (as hashbrown keeps its `RawTable`
 //! apart from `HashMap`).
 //!
-//! Layout: two parallel arrays of `len` slots (any `len`, not only powers of
-//! two; the home slot comes from a multiply-shift of the hash's low 32 bits):
+//! Layout: an array of cache-line buckets (any number, not only powers of
+//! two; the home bucket is a multiply-shift of the hash's low 32 bits). A
+//! bucket holds seven slots and their seven tag bytes in one 64-byte line, so
+//! a lookup costs one cache miss for the bucket and one for the entry:
 //!
 //! ```text
-//! tags : [u8; len]           0 = EMPTY, 1 = DELETED, 0x80..=0xFF = FULL + 7 hash bits
-//! slots: [*mut Entry; len]   the entry of a FULL slot, null otherwise
+//! Bucket (64 bytes) = tags: u64   bytes 0..7: 0 EMPTY, 0x80|h7 FULL; byte 7: overflow count
+//!                     slots: [*mut Entry; 7]
 //! ```
 //!
-//! Probing is linear. A reader scans tags (64 to a cache line), dereferences
-//! only slots whose tag matches, and stops at the first EMPTY tag.
+//! Probing is linear over buckets. A reader loads a bucket's tag word,
+//! matches its tag against all seven bytes at once (SWAR), dereferences only
+//! matching slots, and stops at the first bucket whose overflow count is
+//! zero. The overflow count of a bucket is the number of live entries whose
+//! probe passed it (their home bucket was before it and it was full when
+//! they were placed), saturating at 255 (then it stays until the table is
+//! rebuilt). This is F14's scheme: erasing always leaves an EMPTY slot, so
+//! there are no tombstones to clean up, and a table is rebuilt only to grow.
 //!
 //! Concurrency contract:
 //! - Every mutation happens with the owning shard's lock held; readers never
-//!   write.
-//! - Publishing: the slot pointer is stored (Release) before the tag
+//!   write. (A writer updates a tag word with a plain load and store: it is
+//!   the only writer.)
+//! - Publishing: the slot pointer is stored (Release) before the tag word
 //!   (Release), so a reader that sees a FULL tag (Acquire) and loads the slot
-//!   sees the entry fully written, or a later entry, or null.
+//!   (Acquire) sees the entry fully written, or a later entry, or null.
 //! - Erasing: the slot is nulled before the entry is handed to the epoch
 //!   collector, so no reader that pins afterwards can reach it. A reader that
 //!   pinned earlier may still hold it; the collector waits for that reader.
-//! - A tag becomes EMPTY only where no probe sequence can run past it to a
-//!   live entry (the next slot is EMPTY), so a reader never stops short of a
-//!   key that stays in the table during its lookup.
-//! - Once a shard replaces its table (to grow or to clear tombstones), the old
+//! - Overflow counts are raised before the entry that passed them is
+//!   published (both by the writer, the publication Release), and lowered
+//!   only after that entry is unlinked; so while a key stays in the table,
+//!   every bucket between its home and its slot counts it, and a reader never
+//!   stops short of it.
+//! - Once a shard replaces its table (to grow), the old
 //!   one is never written again; readers still walking it see a consistent
 //!   snapshot whose entries stay allocated until they unpin.
 
 use crate::entry::Entry;
 use crate::sync::epoch::Guard;
-use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::borrow::Borrow;
 
+/// Slots per bucket.
+const GROUP: usize = 7;
 const EMPTY: u8 = 0;
-const DELETED: u8 = 1;
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+/// The eighth byte of a tag word: the bucket's overflow count.
+const OVERFLOW: u64 = 0xFF << 56;
 
 /// The FULL tag of a hash: the top bit set and the hash's top 7 bits.
 #[inline]
@@ -45,33 +61,92 @@ fn tag_of(hash: u64) -> u8 {
     0x80 | (hash >> 57) as u8
 }
 
+/// Bytes of `word` equal to `byte`, as a mask of their high bits. May
+/// report a false match above a true one (borrow propagation); callers
+/// verify candidates.
+#[inline]
+fn match_byte(word: u64, byte: u8) -> u64 {
+    let x = word ^ (LOW_BITS * u64::from(byte));
+    x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS & !OVERFLOW
+}
+
+/// Whether some probe continues past this bucket.
+#[inline]
+fn overflowed(word: u64) -> bool {
+    word & OVERFLOW != 0
+}
+
+/// The word with its overflow count raised (saturating) or lowered (a
+/// saturated count stays).
+#[inline]
+fn with_overflow(word: u64, raise: bool) -> u64 {
+    let c = (word >> 56) as u8;
+    let c = match (raise, c) {
+        (_, u8::MAX) => u8::MAX,
+        (true, c) => c + 1,
+        (false, c) => c - 1,
+    };
+    (word & !OVERFLOW) | (u64::from(c) << 56)
+}
+
+#[inline]
+fn tag_at(word: u64, i: usize) -> u8 {
+    (word >> (i * 8)) as u8
+}
+
+#[inline]
+fn with_tag(word: u64, i: usize, tag: u8) -> u64 {
+    (word & !(0xFF << (i * 8))) | (u64::from(tag) << (i * 8))
+}
+
+/// Slot indexes (0..7) of the set high bits in a match mask.
+#[inline]
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let i = mask.trailing_zeros() as usize / 8;
+            mask &= mask - 1;
+            i
+        })
+    })
+}
+
+#[repr(C, align(64))]
+struct Bucket<K, V> {
+    tags: AtomicU64,
+    slots: [AtomicPtr<Entry<K, V>>; GROUP],
+}
+
+impl<K, V> Bucket<K, V> {
+    fn new() -> Self {
+        Self {
+            tags: AtomicU64::new(0),
+            slots: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+        }
+    }
+}
+
 pub(crate) struct RawTable<K, V> {
-    tags: Box<[AtomicU8]>,
-    slots: Box<[AtomicPtr<Entry<K, V>>]>,
+    buckets: Box<[Bucket<K, V>]>,
     /// FULL slots (writer only).
     items: AtomicUsize,
-    /// DELETED slots (writer only).
-    tombstones: AtomicUsize,
 }
 
 impl<K, V> RawTable<K, V> {
-    /// A table that holds `items` entries at a load factor of at most 3/4.
+    /// A table that holds `items` entries at a load factor of at most 4/5.
     pub(crate) fn for_items(items: usize) -> Self {
-        let len = (items.saturating_mul(4) / 3).saturating_add(1).max(8);
+        let slots = items.saturating_mul(5) / 4 + 1;
+        let n = slots.div_ceil(GROUP).max(1);
         Self {
-            tags: (0..len).map(|_| AtomicU8::new(EMPTY)).collect(),
-            slots: (0..len)
-                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
-                .collect(),
+            buckets: (0..n).map(|_| Bucket::new()).collect(),
             items: AtomicUsize::new(0),
-            tombstones: AtomicUsize::new(0),
         }
     }
 
     /// Number of slots.
     #[inline]
     pub(crate) fn slot_count(&self) -> usize {
-        self.tags.len()
+        self.buckets.len() * GROUP
     }
 
     /// Live entries (writer only).
@@ -79,58 +154,55 @@ impl<K, V> RawTable<K, V> {
         self.items.load(Ordering::Relaxed)
     }
 
-    /// Whether one more insertion would push FULL + DELETED slots past 7/8
-    /// of the table (writer only). Linear probing degrades fast beyond that,
-    /// and at least one EMPTY slot must always remain for lookups to end.
+    /// Whether one more insertion would fill more than 7/8 of the slots
+    /// (writer only): probes lengthen fast beyond that, and an insertion must
+    /// always find a free slot.
     pub(crate) fn needs_rehash(&self) -> bool {
-        let used = self.items() + self.tombstones.load(Ordering::Relaxed) + 1;
-        used * 8 > self.slot_count() * 7
+        (self.items() + 1) * 8 > self.slot_count() * 7
     }
 
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        (((hash as u32) as u64 * self.slot_count() as u64) >> 32) as usize
+        (((hash as u32) as u64 * self.buckets.len() as u64) >> 32) as usize
     }
 
     #[inline]
-    fn next(&self, i: usize) -> usize {
-        if i + 1 == self.slot_count() {
+    fn next(&self, b: usize) -> usize {
+        if b + 1 == self.buckets.len() {
             0
         } else {
-            i + 1
+            b + 1
         }
+    }
+
+    #[inline]
+    fn slot(&self, i: usize) -> &AtomicPtr<Entry<K, V>> {
+        &self.buckets[i / GROUP].slots[i % GROUP]
     }
 
     /// Lock-free lookup.
     ///
-    /// The returned entry stays allocated for as long as `guard` is pinned,
+    /// The returned entry stays allocated for as long as `_guard` is pinned,
     /// even if a writer removes it meanwhile.
     #[inline]
-    pub(crate) fn find<'g, Q>(
-        &'g self,
-        hash: u64,
-        key: &Q,
-        _guard: &'g Guard,
-    ) -> Option<&'g Entry<K, V>>
+    pub(crate) fn find<'g, Q>(&'g self, hash: u64, key: &Q, _guard: &'g Guard) -> Option<&'g Entry<K, V>>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
         let tag = tag_of(hash);
-        let mut i = self.home(hash);
-        for _ in 0..self.slot_count() {
-            let t = self.tags[i].load(Ordering::Acquire);
-            if t == EMPTY {
-                return None;
-            }
-            if t == tag {
-                let p = self.slots[i].load(Ordering::Acquire);
+        let mut b = self.home(hash);
+        for _ in 0..self.buckets.len() {
+            let bucket = &self.buckets[b];
+            let word = bucket.tags.load(Ordering::Acquire);
+            for i in bits(match_byte(word, tag)) {
+                let p = bucket.slots[i].load(Ordering::Acquire);
                 if !p.is_null() {
                     // SAFETY: `p` was loaded from the table while `_guard` is
                     // pinned. Writers null a slot before they defer the
                     // entry's destruction to the epoch collector, so the
-                    // entry cannot be freed before this guard unpins, and
-                    // the Release store that published `p` makes its fields
+                    // entry cannot be freed before this guard unpins, and the
+                    // Release store that published `p` makes its fields
                     // visible here (Acquire load above).
                     let e = unsafe { &*p };
                     if e.key().borrow() == key {
@@ -138,7 +210,10 @@ impl<K, V> RawTable<K, V> {
                     }
                 }
             }
-            i = self.next(i);
+            if !overflowed(word) {
+                return None;
+            }
+            b = self.next(b);
         }
         None
     }
@@ -149,46 +224,41 @@ impl<K, V> RawTable<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let tag = tag_of(hash);
-        let mut i = self.home(hash);
-        for _ in 0..self.slot_count() {
-            let t = self.tags[i].load(Ordering::Relaxed);
-            if t == EMPTY {
-                return None;
-            }
-            if t == tag {
-                if let Some(e) = self.entry(i) {
-                    if e.key().borrow() == key {
-                        return Some(i);
-                    }
-                }
-            }
-            i = self.next(i);
-        }
-        None
+        self.candidates(hash)
+            .find(|&i| self.entry(i).is_some_and(|e| e.key().borrow() == key))
     }
 
-    /// Slots whose tag matches `hash`, in probe order, until the first EMPTY
-    /// slot (writer only). The caller checks the full hash or the key.
+    /// Slots whose tag matches `hash`, in probe order, until the first bucket
+    /// no probe passes (writer only). The caller checks the key or the
+    /// pointer.
     pub(crate) fn candidates(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         let tag = tag_of(hash);
-        let mut i = self.home(hash);
-        let mut left = self.slot_count();
-        std::iter::from_fn(move || {
-            while left > 0 {
-                left -= 1;
-                let t = self.tags[i].load(Ordering::Relaxed);
-                if t == EMPTY {
-                    left = 0;
-                    return None;
+        let mut b = self.home(hash);
+        let mut left = self.buckets.len();
+        let mut pending: Option<(usize, u64)> = None;
+        std::iter::from_fn(move || loop {
+            if let Some((bucket, mask)) = &mut pending {
+                if *mask != 0 {
+                    let i = mask.trailing_zeros() as usize / 8;
+                    *mask &= *mask - 1;
+                    if tag_at(self.buckets[*bucket].tags.load(Ordering::Relaxed), i) == tag {
+                        return Some(*bucket * GROUP + i);
+                    }
+                    continue;
                 }
-                let here = i;
-                i = self.next(i);
-                if t == tag {
-                    return Some(here);
+                let word = self.buckets[*bucket].tags.load(Ordering::Relaxed);
+                pending = None;
+                if !overflowed(word) {
+                    left = 0;
                 }
             }
-            None
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let word = self.buckets[b].tags.load(Ordering::Relaxed);
+            pending = Some((b, match_byte(word, tag)));
+            b = self.next(b);
         })
     }
 
@@ -196,7 +266,7 @@ impl<K, V> RawTable<K, V> {
     /// held: entries in the current table are live, since writers unlink an
     /// entry before retiring it).
     pub(crate) fn entry(&self, i: usize) -> Option<&Entry<K, V>> {
-        let p = self.slots[i].load(Ordering::Acquire);
+        let p = self.slot(i).load(Ordering::Acquire);
         // SAFETY: with the shard lock held, every non-null pointer in the
         // current table is a live entry: only a lock holder unlinks entries,
         // and it retires them only after nulling their slot.
@@ -205,14 +275,15 @@ impl<K, V> RawTable<K, V> {
 
     /// Raw pointer in slot `i` (null if none).
     pub(crate) fn entry_ptr(&self, i: usize) -> *mut Entry<K, V> {
-        self.slots[i].load(Ordering::Acquire)
+        self.slot(i).load(Ordering::Acquire)
     }
 
     /// Iterator over the non-null entry pointers, in slot order. Used by
-    /// readers (iteration, under a guard) and writers (rehash, clear).
+    /// readers (iteration, under a guard) and writers (rehash).
     pub(crate) fn pointers(&self) -> impl Iterator<Item = *mut Entry<K, V>> + '_ {
-        self.slots
+        self.buckets
             .iter()
+            .flat_map(|b| b.slots.iter())
             .map(|s| s.load(Ordering::Acquire))
             .filter(|p| !p.is_null())
     }
@@ -220,80 +291,104 @@ impl<K, V> RawTable<K, V> {
     /// Puts `entry` for a key that is not in the table (writer only; the
     /// caller has checked `needs_rehash`). Returns the slot used.
     pub(crate) fn insert(&self, hash: u64, entry: *mut Entry<K, V>) -> usize {
-        let mut i = self.home(hash);
+        let mut b = self.home(hash);
         loop {
-            let t = self.tags[i].load(Ordering::Relaxed);
-            if t == EMPTY || t == DELETED {
-                if t == DELETED {
-                    self.tombstones.store(
-                        self.tombstones.load(Ordering::Relaxed) - 1,
-                        Ordering::Relaxed,
-                    );
-                }
+            let bucket = &self.buckets[b];
+            let word = bucket.tags.load(Ordering::Relaxed);
+            if let Some(i) = (0..GROUP).find(|&i| tag_at(word, i) == EMPTY) {
                 self.items
                     .store(self.items.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                self.slots[i].store(entry, Ordering::Release);
-                self.tags[i].store(tag_of(hash), Ordering::Release);
-                return i;
+                bucket.slots[i].store(entry, Ordering::Release);
+                bucket
+                    .tags
+                    .store(with_tag(word, i, tag_of(hash)), Ordering::Release);
+                return b * GROUP + i;
             }
-            i = self.next(i);
+            // Full: this entry's probe passes it.
+            bucket
+                .tags
+                .store(with_overflow(word, true), Ordering::Release);
+            b = self.next(b);
         }
     }
 
     /// Swaps the entry of FULL slot `i` for another of the same key (writer
     /// only). Readers see the old entry or the new one, never neither.
     pub(crate) fn replace(&self, i: usize, entry: *mut Entry<K, V>) {
-        self.slots[i].store(entry, Ordering::Release);
+        self.slot(i).store(entry, Ordering::Release);
     }
 
-    /// Empties FULL slot `i` (writer only). The caller retires the entry
-    /// afterwards.
-    pub(crate) fn erase(&self, i: usize) {
-        let next_empty = self.tags[self.next(i)].load(Ordering::Relaxed) == EMPTY;
+    /// Empties FULL slot `i`, whose entry's key hashes to `hash` (writer
+    /// only). The caller retires the entry afterwards.
+    pub(crate) fn erase(&self, i: usize, hash: u64) {
+        let target = i / GROUP;
+        let bucket = &self.buckets[target];
+        let word = bucket.tags.load(Ordering::Relaxed);
         self.items
             .store(self.items.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-        self.slots[i].store(std::ptr::null_mut(), Ordering::Release);
-        if !next_empty {
-            self.tombstones.store(
-                self.tombstones.load(Ordering::Relaxed) + 1,
-                Ordering::Relaxed,
-            );
-            self.tags[i].store(DELETED, Ordering::Release);
-            return;
+        bucket.slots[i % GROUP].store(std::ptr::null_mut(), Ordering::Release);
+        bucket
+            .tags
+            .store(with_tag(word, i % GROUP, EMPTY), Ordering::Release);
+        // The entry is unreachable now: the buckets its probe passed no
+        // longer need to pass readers on for it.
+        let mut b = self.home(hash);
+        while b != target {
+            let bucket = &self.buckets[b];
+            let word = bucket.tags.load(Ordering::Relaxed);
+            bucket
+                .tags
+                .store(with_overflow(word, false), Ordering::Release);
+            b = self.next(b);
         }
-        // No probe sequence continues past an EMPTY successor, so this slot
-        // and the run of tombstones before it can become EMPTY.
-        self.tags[i].store(EMPTY, Ordering::Release);
-        let mut j = i;
-        let mut freed = 0;
-        loop {
-            j = if j == 0 { self.slot_count() - 1 } else { j - 1 };
-            if j == i || self.tags[j].load(Ordering::Relaxed) != DELETED {
-                break;
-            }
-            self.tags[j].store(EMPTY, Ordering::Release);
-            freed += 1;
-        }
-        self.tombstones.store(
-            self.tombstones.load(Ordering::Relaxed) - freed,
-            Ordering::Relaxed,
-        );
     }
 
     /// Empties every slot in place (writer only). Readers racing with this
     /// see each slot either as it was or empty.
     pub(crate) fn clear(&self) {
-        for (t, s) in self.tags.iter().zip(self.slots.iter()) {
-            s.store(std::ptr::null_mut(), Ordering::Release);
-            t.store(EMPTY, Ordering::Release);
+        for b in self.buckets.iter() {
+            for s in b.slots.iter() {
+                s.store(std::ptr::null_mut(), Ordering::Release);
+            }
+            b.tags.store(0, Ordering::Release);
         }
         self.items.store(0, Ordering::Relaxed);
-        self.tombstones.store(0, Ordering::Relaxed);
     }
 
     /// Heap bytes held by the table.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.slot_count()
-            * (std::mem::size_of::<AtomicU8>() + std::mem::size_of::<AtomicPtr<Entry<K, V>>>())
+        self.buckets.len() * std::mem::size_of::<Bucket<K, V>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swar_matching_finds_every_equal_byte() {
+        let word = with_tag(with_tag(with_tag(0, 0, 0x85), 3, 0x85), 5, 0x86);
+        let m: Vec<usize> = bits(match_byte(word, 0x85)).collect();
+        assert_eq!(m, vec![0, 3]);
+        // The overflow byte never matches a tag.
+        let word = with_overflow(with_tag(0, 1, 0x81), true);
+        assert_eq!(bits(match_byte(word, 0x81)).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(bits(match_byte(word, 0x80 | 1)).count(), 1);
+    }
+
+    #[test]
+    fn overflow_counts_saturate_and_stay() {
+        let mut w = 0;
+        assert!(!overflowed(w));
+        w = with_overflow(w, true);
+        assert!(overflowed(w));
+        w = with_overflow(w, false);
+        assert!(!overflowed(w));
+        for _ in 0..300 {
+            w = with_overflow(w, true);
+        }
+        assert_eq!(w >> 56, 255);
+        w = with_overflow(w, false);
+        assert_eq!(w >> 56, 255);
     }
 }

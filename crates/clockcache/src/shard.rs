@@ -107,6 +107,9 @@ pub(crate) struct Inner<K, V> {
 
 pub(crate) struct Shard<K, V> {
     table: epoch::Atomic<RawTable<K, V>>,
+    /// The shard's share of the capacity (also in `Inner`, for the lock
+    /// holder).
+    budget: u64,
     pub(crate) inner: Mutex<Inner<K, V>>,
     len: AtomicUsize,
     weight: AtomicU64,
@@ -124,6 +127,7 @@ where
         let initial = item_limit.min(INITIAL_ITEMS);
         Self {
             table: epoch::Atomic::new(RawTable::for_items(initial)),
+            budget,
             inner: Mutex::new(Inner {
                 policy: Policy::new(policy, budget, initial),
                 deadlines: DeadlineIndex::default(),
@@ -155,6 +159,11 @@ where
         self.len.load(Ordering::Relaxed)
     }
 
+    /// The shard's share of the capacity.
+    pub(crate) fn budget(&self) -> u64 {
+        self.budget
+    }
+
     /// Total weight (a relaxed mirror of the writer's sum).
     pub(crate) fn weight(&self) -> u64 {
         self.weight.load(Ordering::Relaxed)
@@ -177,8 +186,10 @@ where
     /// the same key, then reclaims due deadlines and evicts down to the
     /// budget. An entry `dead_on_arrival` (already expired, or heavier than
     /// the whole cache) replaces the old entry and leaves at once with that
-    /// cause. Returns the over-budget change (see `publish`) and the new
-    /// entry's address (to protect it from cross-shard eviction).
+    /// cause. The shard may go `allowance` over its budget (capacity that
+    /// other shards leave unused, lent to a heavy entry). Returns the
+    /// over-budget change (see `publish`) and the new entry's address (to
+    /// protect it from cross-shard eviction).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert_locked(
         &self,
@@ -186,6 +197,7 @@ where
         hash: u64,
         entry: Box<Entry<K, V>>,
         dead_on_arrival: Option<RemovalCause>,
+        allowance: u64,
         now: u64,
         hasher: HashFn<'_, K>,
         retired: &mut Retired<K, V>,
@@ -234,7 +246,7 @@ where
             self.take_locked(inner, p, hash, true, cause, retired, guard);
         }
         self.purge_locked(inner, now, PURGE_PER_INSERT, hasher, retired, guard);
-        self.evict_locked(inner, now, raw, hasher, retired, guard);
+        self.evict_locked(inner, now, raw, allowance, hasher, retired, guard);
         if inner.deadlines.needs_rebuild() {
             let items = inner.policy.entries().filter_map(|p| {
                 // SAFETY: queue pointers are live entries (lock held).
@@ -248,8 +260,7 @@ where
         (self.publish(inner), raw)
     }
 
-    /// Replaces the table by a fresh one holding the same entries: larger if
-    /// it is getting full, the same size if tombstones are what fill it.
+    /// Replaces the table by a larger one holding the same entries.
     fn rehash_locked<'g>(
         &self,
         inner: &Inner<K, V>,
@@ -258,14 +269,12 @@ where
     ) -> &'g RawTable<K, V> {
         let old = self.table(guard);
         let need = old.items() + 1;
-        let current = old.slot_count() * 3 / 4;
-        let target = if need * 2 > old.slot_count() {
-            // Live entries fill over half the table: double, but not past
-            // what the budget can ever need.
-            (need * 2).min(inner.item_limit.max(need)).max(current)
+        // Double, but not past what the budget can ever need (the limit is
+        // only passed by a shard holding a heavy entry, or with no budget).
+        let target = if need <= inner.item_limit {
+            (need * 2).min(inner.item_limit)
         } else {
-            // Tombstones fill it: clean up at the same size.
-            current
+            need * 2
         };
         let new = RawTable::for_items(target);
         for p in old.pointers() {
@@ -303,7 +312,7 @@ where
             .candidates(hash)
             .find(|&i| table.entry_ptr(i) == p.as_ptr())
         {
-            table.erase(slot);
+            table.erase(slot, hash);
         }
         if in_queue {
             inner.policy.remove(e);
@@ -364,24 +373,27 @@ where
         expired
     }
 
-    /// Evicts until the shard is within its budget (expired entries first),
-    /// never choosing `protect`.
+    /// Evicts until the shard is within its budget plus `allowance`
+    /// (expired entries first), never choosing `protect`.
+    #[allow(clippy::too_many_arguments)]
     fn evict_locked(
         &self,
         inner: &mut Inner<K, V>,
         now: u64,
         protect: *const Entry<K, V>,
+        allowance: u64,
         hasher: HashFn<'_, K>,
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) {
-        if inner.weight <= inner.budget {
+        let limit = inner.budget.saturating_add(allowance);
+        if inner.weight <= limit {
             return;
         }
         if inner.deadlines.has_due(now) {
             self.purge_locked(inner, now, usize::MAX, hasher, retired, guard);
         }
-        while inner.weight > inner.budget {
+        while inner.weight > limit {
             if !self.evict_one_locked(inner, now, protect, hasher, retired, guard) {
                 break;
             }
