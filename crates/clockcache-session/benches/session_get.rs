@@ -33,6 +33,24 @@ fn gets(c: &mut Criterion) {
         b.iter(|| black_box(engine.get(black_box(TOKEN))))
     });
 
+    // The engine configured as the in-memory strategy configures it (CLOCK, per-entry TTL).
+    let engine_ttl: clockcache::Cache<String, Arc<clockcache_session::CachedSession>> =
+        clockcache::Cache::builder()
+            .capacity(1000)
+            .eviction_policy(clockcache::EvictionPolicy::Clock)
+            .build();
+    engine_ttl.insert_with_ttl(
+        TOKEN.to_owned(),
+        Arc::new(session(TOKEN, 1)),
+        std::time::Duration::from_secs(3600),
+    );
+    g.bench_function("engine_clock_ttl_hit", |b| {
+        b.iter(|| black_box(engine_ttl.get(black_box(TOKEN))))
+    });
+    g.bench_function("validate_token", |b| {
+        b.iter(|| black_box(clockcache_session::validate_token(black_box(TOKEN))))
+    });
+
     let mem = Arc::new(InMemorySessionCacheStrategy::new());
     mem.set_now(Arc::new(session(TOKEN, 1))).expect("set");
     g.bench_function("in_memory_sync_hit", |b| {
@@ -75,6 +93,23 @@ fn gets(c: &mut Criterion) {
     g.bench_function("redis_raw_get_bytes", |b| {
         b.to_async(&rt).iter(|| {
             let mut c = raw.clone();
+            let key = key.clone();
+            async move {
+                black_box(
+                    redis::cmd("GET")
+                        .arg(key)
+                        .query_async::<Option<Vec<u8>>>(&mut c)
+                        .await,
+                )
+            }
+        })
+    });
+    let manager = rt
+        .block_on(redis::aio::ConnectionManager::new(client.clone()))
+        .expect("connect");
+    g.bench_function("redis_connection_manager_get_bytes", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut c = manager.clone();
             let key = key.clone();
             async move {
                 black_box(

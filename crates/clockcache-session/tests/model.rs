@@ -119,7 +119,14 @@ fn tokens_are_validated() {
     let err = validate_token(&huge).unwrap_err();
     assert!(matches!(err, SessionCacheError::InvalidToken(_)));
     assert!(err.to_string().contains("1048576 bytes"), "{err}");
-    for bad in ["", "a\0b", "a\r\nSET x y", "tab\there", "\u{7f}", "c1\u{85}"] {
+    for bad in [
+        "",
+        "a\0b",
+        "a\r\nSET x y",
+        "tab\there",
+        "\u{7f}",
+        "c1\u{85}",
+    ] {
         assert!(
             matches!(validate_token(bad), Err(SessionCacheError::InvalidToken(_))),
             "{bad:?} accepted"
