@@ -290,8 +290,14 @@ impl Report {
             },
             &|v| v <= 0.1,
         );
-        // Hit ratios: every workload with gets and every trace replay.
-        for w in self.workloads() {
+        // Hit ratios: every workload that inserts on a miss, and every trace replay.
+        // (Get-only never inserts: its hit ratio only shows how many keys a cache
+        // evicted while being filled exactly to capacity.)
+        for w in self
+            .workloads()
+            .into_iter()
+            .filter(|w| !w.starts_with("get-only"))
+        {
             let Some(t) = self.hit_threads(&w) else {
                 continue;
             };
