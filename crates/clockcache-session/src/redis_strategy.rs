@@ -31,6 +31,10 @@ pub struct RedisSessionCacheOptions {
     pub connect_timeout: Duration,
     /// Keys per `SCAN`/`UNLINK` round in [`clear`](SessionCacheStrategy::clear). Default 500.
     pub scan_batch: usize,
+    /// PEM root certificate(s) to trust for `rediss://` instead of the system trust store
+    /// (a private CA, or a self-signed server certificate). Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub tls_root_cert: Option<Vec<u8>>,
 }
 
 impl RedisSessionCacheOptions {
@@ -42,7 +46,16 @@ impl RedisSessionCacheOptions {
             op_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             scan_batch: 500,
+            #[cfg(feature = "tls")]
+            tls_root_cert: None,
         }
+    }
+
+    /// Trusts this PEM root certificate for `rediss://` (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
+        self
     }
 
     /// Sets the key namespace.
@@ -83,6 +96,24 @@ impl RedisSessionCacheOptions {
         }
         Ok(info)
     }
+}
+
+/// A client for `info`, with the configured TLS roots when there are any.
+pub(crate) fn client(
+    opts: &RedisSessionCacheOptions,
+    info: redis::ConnectionInfo,
+) -> Result<Client, SessionCacheError> {
+    let bad = |e: redis::RedisError| SessionCacheError::Config(format!("bad Redis URL: {e}"));
+    #[cfg(feature = "tls")]
+    if let Some(pem) = &opts.tls_root_cert {
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        };
+        return Client::build_with_tls(info, certs).map_err(bad);
+    }
+    let _ = opts;
+    Client::open(info).map_err(bad)
 }
 
 /// The Redis key of a token.
@@ -240,8 +271,7 @@ impl RedisSessionCacheStrategy {
     /// A strategy with the given options. Fails only on invalid options (no I/O here).
     pub fn with_options(opts: RedisSessionCacheOptions) -> Result<Self, SessionCacheError> {
         let info = opts.validate()?;
-        let client = Client::open(info)
-            .map_err(|e| SessionCacheError::Config(format!("bad Redis URL: {e}")))?;
+        let client = client(&opts, info)?;
         Ok(RedisSessionCacheStrategy {
             opts,
             client,

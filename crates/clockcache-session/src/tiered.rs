@@ -345,8 +345,7 @@ impl TieredSessionCacheStrategy {
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let info = info.set_redis_settings(resp3);
-        let client = Client::open(info)
-            .map_err(|e| SessionCacheError::Config(format!("bad Redis URL: {e}")))?;
+        let client = rs::client(&opts.redis, info)?;
         let prefix = format!("{}:", opts.redis.namespace);
         let near = Cache::builder().capacity(opts.near_capacity.max(1)).build();
         let (armed, _) = watch::channel(0);

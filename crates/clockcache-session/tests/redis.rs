@@ -360,3 +360,40 @@ async fn session_cache_serves_from_the_loader_while_redis_is_down() {
         "cached in Redis again after the restart"
     );
 }
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn rediss_with_a_private_root_certificate() {
+    use clockcache_session::{TieredOptions, TieredSessionCacheStrategy};
+    init_tracing();
+    let Some((server, pem)) = RedisServer::start_tls("rediss_with_a_private_root_certificate")
+    else {
+        return;
+    };
+    assert!(server.url().starts_with("rediss://"));
+    // The system trust store does not know the self-signed certificate: a logged error and a
+    // miss, no panic.
+    let untrusted = RedisSessionCacheStrategy::with_options(
+        RedisSessionCacheOptions::new(server.url()).connect_timeout(Duration::from_millis(500)),
+    )
+    .unwrap();
+    assert!(untrusted.init().await.is_err());
+    assert_eq!(untrusted.get("t").await, None);
+
+    let opts = RedisSessionCacheOptions::new(server.url()).tls_root_cert(pem.clone());
+    let store = RedisSessionCacheStrategy::with_options(opts.clone()).unwrap();
+    store.init().await.unwrap();
+    let s = Arc::new(session("over-tls", 1));
+    store.set(s.clone()).await.unwrap();
+    assert_eq!(store.get("over-tls").await, Some(s.clone()));
+
+    // The tiered strategy tracks invalidations over TLS too.
+    let mut topts = TieredOptions::new(server.url());
+    topts.redis = opts;
+    let tiered = TieredSessionCacheStrategy::with_options(topts).unwrap();
+    tiered.init().await.unwrap();
+    assert_eq!(tiered.get("over-tls").await, Some(s));
+    store.delete("over-tls").await.unwrap();
+    tiered.sync_invalidations().await.unwrap();
+    assert_eq!(tiered.get("over-tls").await, None);
+}

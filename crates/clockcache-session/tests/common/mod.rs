@@ -13,6 +13,8 @@ use time::OffsetDateTime;
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// For a TLS server: the directory holding its self-signed certificate and key.
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -36,28 +38,70 @@ impl RedisServer {
     /// installed. With `CLOCKCACHE_REQUIRE_REDIS=1` a missing binary fails the test instead.
     pub fn start(test: &str) -> Option<RedisServer> {
         if !have_redis_server() {
-            if std::env::var("CLOCKCACHE_REQUIRE_REDIS").as_deref() == Ok("1") {
-                panic!("CLOCKCACHE_REQUIRE_REDIS=1 but no redis-server binary is on PATH");
-            }
-            // Not eprintln!: the test harness captures that; this goes straight to stderr.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED {test}: no redis-server binary on PATH (apt-get install -y \
-                 redis-server). Set CLOCKCACHE_REQUIRE_REDIS=1 to make this a failure. !!!\n"
+            skip(
+                test,
+                "no redis-server binary on PATH (apt-get install -y redis-server)",
             );
             return None;
         }
         let mut server = RedisServer {
             child: None,
             port: free_port(),
+            tls_dir: None,
         };
         server.spawn();
         Some(server)
     }
 
+    /// Starts a TLS-only server with a fresh self-signed certificate for 127.0.0.1 (made with
+    /// the `openssl` binary). Returns the server and the certificate (PEM) to trust.
+    pub fn start_tls(test: &str) -> Option<(RedisServer, Vec<u8>)> {
+        if !have_redis_server() {
+            skip(
+                test,
+                "no redis-server binary on PATH (apt-get install -y redis-server)",
+            );
+            return None;
+        }
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "clockcache-session-tls-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        if !make_certificates(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            skip(test, "cannot make certificates with the openssl binary");
+            return None;
+        }
+        let pem = std::fs::read(dir.join("ca.pem")).expect("CA certificate");
+        let mut server = RedisServer {
+            child: None,
+            port,
+            tls_dir: Some(dir),
+        };
+        server.spawn();
+        Some((server, pem))
+    }
+
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls_dir {
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+            Some(dir) => {
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(dir.join("cert.pem"))
+                    .arg("--tls-key-file")
+                    .arg(dir.join("key.pem"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(dir.join("ca.pem"))
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -79,9 +123,14 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_dir.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (by its pid) and waits for it to exit.
@@ -109,7 +158,93 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = self.tls_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// A test CA (`ca.pem`) and a server certificate it signed for 127.0.0.1 (`cert.pem`,
+/// `key.pem`), made with the `openssl` binary. WebPKI rejects a self-signed CA certificate used
+/// as the server's own, hence the two steps.
+fn make_certificates(dir: &std::path::Path) -> bool {
+    let ext = dir.join("ext.cnf");
+    if std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=clockcache-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "cert.pem",
+            "-extfile",
+            "ext.cnf",
+        ],
+    ];
+    steps.iter().all(|args| {
+        Command::new("openssl")
+            .args(*args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Says loudly that a test is skipped, or fails it under `CLOCKCACHE_REQUIRE_REDIS=1`.
+fn skip(test: &str, why: &str) {
+    if std::env::var("CLOCKCACHE_REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!("CLOCKCACHE_REQUIRE_REDIS=1 but {test} cannot run: {why}");
+    }
+    // Not eprintln!: the test harness captures that; this goes straight to stderr.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!! SKIPPED {test}: {why}. Set CLOCKCACHE_REQUIRE_REDIS=1 to make this a failure. !!!\n"
+    );
 }
 
 /// An authenticated session of `user_id`, expiring in an hour, cache-fresh for 300 s.
