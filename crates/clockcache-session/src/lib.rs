@@ -50,7 +50,7 @@ mod tiered;
 #[cfg(feature = "tower-sessions")]
 pub mod tower;
 
-pub use clockcache::RemovalCause;
+pub use clockcache::{CacheStats, RemovalCause};
 pub use error::SessionCacheError;
 pub use memory::{InMemoryOptions, InMemorySessionCacheStrategy, Ttl};
 pub use model::{

@@ -400,6 +400,11 @@ impl InMemorySessionCacheStrategy {
         }
     }
 
+    /// The engine's counters (hits, misses, evictions, expirations, ...).
+    pub fn stats(&self) -> clockcache::CacheStats {
+        self.core.cache.stats()
+    }
+
     /// Whether the background prune thread is running.
     pub fn is_pruning(&self) -> bool {
         self.pruner

@@ -205,6 +205,10 @@ fn check_period_prunes_in_the_background_until_stopped() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(disposed.load(Ordering::SeqCst), 1);
+    // Pruning read nothing: no hits or misses were counted, so no recency was touched.
+    let stats = store.stats();
+    assert_eq!((stats.hits, stats.misses), (0, 0));
+    assert_eq!(stats.expirations, 1);
     store.stop_pruning();
     assert!(!store.is_pruning());
     store.stop_pruning(); // idempotent

@@ -216,3 +216,45 @@ async fn unreachable_redis_is_a_miss_not_a_hang_or_panic() {
     assert!(a.delete("t").await.is_err());
     a.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_fills_never_keep_a_stale_copy() {
+    let Some(server) = RedisServer::start("racing_fills_never_keep_a_stale_copy") else {
+        return;
+    };
+    let a = Arc::new(tiered(&server).await);
+    let b = Arc::new(tiered(&server).await);
+    let tokens: Vec<String> = (0..8).map(|i| format!("race{i}")).collect();
+    let writer = {
+        let (b, tokens) = (b.clone(), tokens.clone());
+        tokio::spawn(async move {
+            for version in 0..150i64 {
+                for t in &tokens {
+                    let mut s = session(t, 1);
+                    s.active_order_id = Some(version.into());
+                    b.set(Arc::new(s)).await.unwrap();
+                }
+            }
+        })
+    };
+    let reader = {
+        let (a, tokens) = (a.clone(), tokens.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            while reads < 20_000 {
+                for t in &tokens {
+                    let _ = a.get(t).await;
+                    reads += 1;
+                }
+            }
+        })
+    };
+    writer.await.unwrap();
+    reader.await.unwrap();
+    // Once the invalidations are applied, every near copy A kept is the last version.
+    a.sync_invalidations().await.unwrap();
+    for t in &tokens {
+        let got = a.get(t).await.expect("present");
+        assert_eq!(got.active_order_id, Some(149.into()), "{t}");
+    }
+}
