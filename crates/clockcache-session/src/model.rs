@@ -274,6 +274,49 @@ pub fn to_iso_string(t: OffsetDateTime) -> String {
     )
 }
 
+/// RFC 3339, plus the expanded years JavaScript's `toISOString` writes outside 0..=9999
+/// (`-000004-09-14T00:00:00.000Z`, `+010000-...`).
+fn parse_iso(v: &str) -> Result<OffsetDateTime, String> {
+    let expanded = v.len() > 7
+        && matches!(v.as_bytes()[0], b'+' | b'-')
+        && v.as_bytes()[1..7].iter().all(u8::is_ascii_digit);
+    if !expanded {
+        return OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| e.to_string());
+    }
+    let digits: i32 = v[1..7].parse().map_err(|_| "bad year".to_owned())?;
+    let year = if v.starts_with('-') { -digits } else { digits };
+    // The rest is fixed-width: -MM-DDTHH:MM:SS.sssZ
+    let rest = &v.as_bytes()[7..];
+    let shape = b"-##-##T##:##:##.###Z";
+    let fits = |(c, p): (&u8, &u8)| {
+        if *p == b'#' {
+            c.is_ascii_digit()
+        } else {
+            c == p
+        }
+    };
+    if rest.len() != shape.len() || !rest.iter().zip(shape).all(fits) {
+        return Err("expected ±YYYYYY-MM-DDTHH:MM:SS.sssZ".into());
+    }
+    let num = |a: usize, b: usize| -> u16 {
+        rest[a..b]
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'))
+    };
+    let month = time::Month::try_from(num(1, 3) as u8).map_err(|e| e.to_string())?;
+    let date =
+        time::Date::from_calendar_date(year, month, num(4, 6) as u8).map_err(|e| e.to_string())?;
+    let time = time::Time::from_hms_milli(
+        num(7, 9) as u8,
+        num(10, 12) as u8,
+        num(13, 15) as u8,
+        num(16, 19),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(time::PrimitiveDateTime::new(date, time).assume_utc())
+}
+
 struct ExpiresVisitor;
 
 impl Visitor<'_> for ExpiresVisitor {
@@ -284,7 +327,10 @@ impl Visitor<'_> for ExpiresVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<OffsetDateTime, E> {
-        OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        // A JavaScript `Date` holds milliseconds: keep no more, so that decoding what
+        // `to_iso_string` wrote gives back the same value.
+        parse_iso(v)
+            .map(truncate_to_millis)
             .map_err(|e| E::custom(format!("`expires` {v:?} is not an ISO-8601 date: {e}")))
     }
 

@@ -133,3 +133,51 @@ fn tokens_are_validated() {
         );
     }
 }
+
+/// decode -> encode -> decode must be the identity (regressions found by the reliability
+/// suite's `session_json` fuzz target).
+fn assert_round_trips(json: &[u8]) {
+    let first = CachedSession::from_json(json).expect("decodes");
+    let encoded = first.to_json().expect("encodes");
+    let second = CachedSession::from_json(encoded.as_bytes())
+        .unwrap_or_else(|e| panic!("{encoded} does not decode: {e}"));
+    assert_eq!(first, second, "{encoded}");
+    assert_eq!(second.to_json().unwrap(), encoded);
+}
+
+#[test]
+fn sub_millisecond_expires_is_truncated_on_decode() {
+    let json =
+        br#"{"cacheExpiry":1,"id":"x","token":"t","expires":"2026-11-22T12:16:13.123456+02:00"}"#;
+    assert_round_trips(json);
+    let s = CachedSession::from_json(json).unwrap();
+    assert_eq!(s.expires, datetime!(2026-11-22 10:16:13.123 UTC));
+}
+
+#[test]
+fn expanded_years_round_trip_as_javascript_writes_them() {
+    let json = br#"{"cacheExpiry":-5,"id":-9223374775808,"token":"","expires":-62271193600000}"#;
+    assert_round_trips(json);
+    let s = CachedSession::from_json(json).unwrap();
+    assert!(to_iso_string(s.expires).starts_with("-000004-"));
+    // As JavaScript writes it: new Date(-62271193600000).toISOString()
+    let js = br#"{"cacheExpiry":1,"id":1,"token":"t","expires":"-000004-09-14T14:13:20.000Z"}"#;
+    assert_eq!(CachedSession::from_json(js).unwrap().expires, s.expires);
+    for bad in [
+        "-000004-13-14T00:53:20.000Z",
+        "-000004-02-30T00:53:20.000Z",
+        "+000004-09-14T00:53:20Z",
+        "-0000x4-09-14T00:53:20.000Z",
+        "+010000-01-01T00:00:00.000Z",
+    ] {
+        let json = format!(r#"{{"cacheExpiry":1,"id":1,"token":"t","expires":"{bad}"}}"#);
+        assert!(CachedSession::from_json(json.as_bytes()).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn floats_in_data_round_trip() {
+    assert_round_trips(
+        br#"{"cacheExpiry":1,"id":1,"token":"t","expires":"2026-11-22T10:16:13.000Z","data":{"h":-23456789012345678901234567890,"f":[0.1,1e300,-0.0,2.2250738585072014e-308]}}"#,
+    );
+}
