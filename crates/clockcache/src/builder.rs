@@ -6,7 +6,7 @@ use crate::expiry::Expiry;
 use crate::policy::EvictionPolicy;
 use crate::shard::{Listener, Shard};
 use crate::stats::ReadCounters;
-use crate::sync::{Arc, AtomicUsize};
+use crate::sync::{Arc, AtomicBool, AtomicUsize};
 use crate::RemovalCause;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -191,6 +191,7 @@ where
         let base = self.capacity / n as u64;
         let extra = (self.capacity % n as u64) as usize;
         let weighted = self.weigher.is_some();
+        let may_expire = self.ttl.is_some() || self.tti.is_some() || self.expiry.is_some();
         let shards: Box<[Shard<K, V>]> = (0..n)
             .map(|i| {
                 let budget = base + u64::from(i < extra);
@@ -216,6 +217,7 @@ where
                 reads: ReadCounters::new(parallelism() * 2),
                 over: AtomicUsize::new(0),
                 hand: AtomicUsize::new(0),
+                may_expire: AtomicBool::new(may_expire),
             }),
         }
     }

@@ -9,7 +9,7 @@ use crate::loader::Pending;
 use crate::shard::{Listener, Loading, Retired, Shard};
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::epoch::{self, Guard};
-use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
 use crate::RemovalCause;
 use std::borrow::Borrow;
 use std::fmt;
@@ -39,6 +39,9 @@ pub(crate) struct Core<K, V, S> {
     pub(crate) over: AtomicUsize,
     /// Next shard to evict from when enforcing the whole-cache bound.
     pub(crate) hand: AtomicUsize,
+    /// Whether any entry can have a deadline (expiry configured, or an
+    /// `insert_with_ttl` seen). Until then writers skip reading the clock.
+    pub(crate) may_expire: AtomicBool,
 }
 
 /// A bounded, thread-safe, concurrent cache.
@@ -234,6 +237,7 @@ where
         &self,
         key: K,
         value: V,
+        hash: u64,
         ttl: Option<Duration>,
         now: u64,
     ) -> (Box<Entry<K, V>>, Option<RemovalCause>) {
@@ -263,7 +267,7 @@ where
             None
         };
         (
-            Box::new(Entry::new(key, value, weight, deadline, idle)),
+            Box::new(Entry::new(key, value, hash, weight, deadline, idle)),
             doa,
         )
     }
@@ -288,10 +292,24 @@ where
             .saturating_sub(of.budget())
     }
 
+    /// The time for a write: the clock, or 0 while no entry can expire
+    /// (nothing is due at 0, so purging and expiry checks then do nothing).
+    fn writer_now(&self, explicit_ttl: bool) -> u64 {
+        let core = &*self.core;
+        if explicit_ttl && !core.may_expire.load(Ordering::Relaxed) {
+            core.may_expire.store(true, Ordering::Relaxed);
+        }
+        if core.may_expire.load(Ordering::Relaxed) {
+            core.clock.now()
+        } else {
+            0
+        }
+    }
+
     fn insert_inner(&self, key: K, value: V, ttl: Option<Duration>) {
-        let now = self.core.clock.now();
+        let now = self.writer_now(ttl.is_some());
         let hash = self.hash(&key);
-        let (entry, doa) = self.make_entry(key, value, ttl, now);
+        let (entry, doa) = self.make_entry(key, value, hash, ttl, now);
         let shard = self.shard(hash);
         let allowance = self.allowance(shard, u64::from(entry.weight) > shard.budget());
         let guard = epoch::pin();
@@ -339,7 +357,6 @@ where
         if core.over.load(Ordering::Acquire) == 0 {
             return;
         }
-        let hasher = |k: &K| self.hash(k);
         let n = core.shards.len();
         loop {
             let total: u64 = core.shards.iter().map(Shard::weight).sum();
@@ -351,8 +368,7 @@ where
                 let i = core.hand.fetch_add(1, Ordering::Relaxed) & (n - 1);
                 let shard = &core.shards[i];
                 let mut inner = shard.inner.lock();
-                progressed |=
-                    shard.evict_one_locked(&mut inner, now, protect, &hasher, retired, guard);
+                progressed |= shard.evict_one_locked(&mut inner, now, protect, retired, guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
@@ -492,14 +508,13 @@ where
     where
         F: FnMut(&K, &V) -> bool,
     {
-        let hasher = |k: &K| self.hash(k);
         for shard in self.core.shards.iter() {
             let guard = epoch::pin();
             let mut retired = Retired::new();
             let now = self.core.clock.now();
             {
                 let mut inner = shard.inner.lock();
-                shard.retain_locked(&mut inner, now, &mut keep, &hasher, &mut retired, &guard);
+                shard.retain_locked(&mut inner, now, &mut keep, &mut retired, &guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
@@ -529,7 +544,6 @@ where
     /// to their number (no scan of the cache, no change of recency). Returns
     /// how many it removed.
     pub fn purge_expired(&self) -> usize {
-        let hasher = |k: &K| self.hash(k);
         let mut total = 0;
         for shard in self.core.shards.iter() {
             let guard = epoch::pin();
@@ -537,8 +551,7 @@ where
             let now = self.core.clock.now();
             {
                 let mut inner = shard.inner.lock();
-                total +=
-                    shard.purge_locked(&mut inner, now, usize::MAX, &hasher, &mut retired, &guard);
+                total += shard.purge_locked(&mut inner, now, usize::MAX, &mut retired, &guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
@@ -669,7 +682,7 @@ where
     fn finish(&mut self, value: V) {
         let cache = self.cache;
         let shard = cache.shard(self.hash);
-        let now = cache.core.clock.now();
+        let now = cache.writer_now(false);
         let guard = epoch::pin();
         let mut retired = Retired::new();
         let hasher = |k: &K| cache.hash(k);
@@ -677,7 +690,7 @@ where
         let key = self
             .withdraw(&mut inner)
             .expect("only the leader withdraws its load");
-        let (entry, doa) = cache.make_entry(key, value.clone(), None, now);
+        let (entry, doa) = cache.make_entry(key, value.clone(), self.hash, None, now);
         let allowance = cache.allowance(shard, u64::from(entry.weight) > shard.budget());
         let (change, new) = shard.insert_locked(
             &mut inner,

@@ -1,7 +1,7 @@
 //! One cached entry, shared between the shard that owns it and the readers
 //! that find it through the table.
 
-use crate::sync::{AtomicU64, AtomicU8, Ordering, Published};
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering, Published};
 
 /// Deadline of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
@@ -25,7 +25,7 @@ pub(crate) enum Queue {
 /// it has been unlinked from the table and from its queue.
 ///
 /// Field ownership:
-/// - `key`, `value`, `weight`, `idle` never change after publication.
+/// - `key`, `value`, `hash`, `weight`, `idle` never change after publication.
 /// - `deadline` is written by the writer that publishes the entry and, for
 ///   time-to-idle entries, by readers (a plain store, no read-modify-write).
 /// - `freq` is bumped by readers with a load and a conditional store, and
@@ -35,7 +35,10 @@ pub(crate) struct Entry<K, V> {
     key: Published<K>,
     value: Published<V>,
     pub(crate) deadline: AtomicU64,
-    pos: crate::sync::AtomicUsize,
+    pos: AtomicU32,
+    /// The low 32 bits of the key's hash: its home bucket and ghost
+    /// fingerprint, so that writers never rehash a key.
+    pub(crate) hash: u32,
     pub(crate) weight: u32,
     pub(crate) freq: AtomicU8,
     queue: AtomicU8,
@@ -44,12 +47,13 @@ pub(crate) struct Entry<K, V> {
 }
 
 impl<K, V> Entry<K, V> {
-    pub(crate) fn new(key: K, value: V, weight: u32, deadline: u64, idle: bool) -> Self {
+    pub(crate) fn new(key: K, value: V, hash: u64, weight: u32, deadline: u64, idle: bool) -> Self {
         Self {
             key: Published::new(key),
             value: Published::new(value),
             deadline: AtomicU64::new(deadline),
-            pos: crate::sync::AtomicUsize::new(0),
+            pos: AtomicU32::new(0),
+            hash: hash as u32,
             weight,
             freq: AtomicU8::new(0),
             queue: AtomicU8::new(Queue::Main as u8),
@@ -88,13 +92,13 @@ impl<K, V> Entry<K, V> {
 
     /// Writer only (shard lock held): position in its queue's ring.
     #[inline]
-    pub(crate) fn pos(&self) -> usize {
+    pub(crate) fn pos(&self) -> u32 {
         self.pos.load(Ordering::Relaxed)
     }
 
     /// Writer only (shard lock held).
     #[inline]
-    pub(crate) fn set_pos(&self, pos: usize) {
+    pub(crate) fn set_pos(&self, pos: u32) {
         self.pos.store(pos, Ordering::Relaxed);
     }
 

@@ -49,7 +49,9 @@ pub enum EvictionPolicy {
 /// Bits of Bloom filter per remembered key.
 const GHOST_BITS_PER_KEY: usize = 10;
 
-/// A blocked Bloom filter: each key sets three bits of one 64-bit word.
+/// A blocked Bloom filter over (key, origin): a key sets three bits of one
+/// 64-bit word, at positions that depend on the queue it was evicted from,
+/// so one load answers for both origins.
 struct Bloom {
     words: Box<[u64]>,
     inserted: usize,
@@ -65,21 +67,36 @@ impl Bloom {
     }
 
     #[inline]
-    fn locate(&self, fp: u64) -> (usize, u64) {
-        let word = (fp as usize) & (self.words.len() - 1);
-        let bits = (1 << ((fp >> 40) & 63)) | (1 << ((fp >> 46) & 63)) | (1 << ((fp >> 52) & 63));
-        (word, bits)
+    fn bits(fp: u64, origin: Queue) -> u64 {
+        let f = match origin {
+            Queue::Small => fp,
+            Queue::Main => fp.rotate_left(23),
+        };
+        (1 << ((f >> 40) & 63)) | (1 << ((f >> 46) & 63)) | (1 << ((f >> 52) & 63))
     }
 
-    fn insert(&mut self, fp: u64) {
-        let (w, b) = self.locate(fp);
-        self.words[w] |= b;
+    #[inline]
+    fn word(&self, fp: u64) -> usize {
+        (fp as usize) & (self.words.len() - 1)
+    }
+
+    /// Keys the filter takes at its designed false-positive rate.
+    fn capacity(&self) -> usize {
+        self.words.len() * 64 / GHOST_BITS_PER_KEY
+    }
+
+    fn insert(&mut self, fp: u64, origin: Queue) {
+        let w = self.word(fp);
+        self.words[w] |= Self::bits(fp, origin);
         self.inserted += 1;
     }
 
-    fn contains(&self, fp: u64) -> bool {
-        let (w, b) = self.locate(fp);
-        self.words[w] & b == b
+    /// Whether `fp` is in, as evicted from (small, main).
+    #[inline]
+    fn probe(&self, fp: u64) -> (bool, bool) {
+        let w = self.words[self.word(fp)];
+        let (s, m) = (Self::bits(fp, Queue::Small), Self::bits(fp, Queue::Main));
+        (w & s == s, w & m == m)
     }
 }
 
@@ -99,16 +116,21 @@ impl Generations {
         }
     }
 
-    fn insert(&mut self, fp: u64, per_generation: usize) {
-        if self.current.inserted >= per_generation {
+    fn insert(&mut self, fp: u64, origin: Queue, per_generation: usize) {
+        // Rotate after a generation's worth, or as soon as the filter holds
+        // what it was sized for (a saturated filter would answer "seen" for
+        // every key).
+        if self.current.inserted >= per_generation.min(self.current.capacity()) {
             let fresh = Bloom::with_capacity(per_generation);
             self.previous = std::mem::replace(&mut self.current, fresh);
         }
-        self.current.insert(fp);
+        self.current.insert(fp, origin);
     }
 
-    fn contains(&self, fp: u64) -> bool {
-        self.current.contains(fp) || self.previous.contains(fp)
+    fn probe(&self, fp: u64) -> (bool, bool) {
+        let (a, b) = self.current.probe(fp);
+        let (c, d) = self.previous.probe(fp);
+        (a || c, b || d)
     }
 
     fn heap_bytes(&self) -> usize {
@@ -116,13 +138,21 @@ impl Generations {
     }
 }
 
-/// Fingerprints of recently evicted keys (about 1% false positives, no false
-/// negatives): those evicted within the last `cap` evictions, and, apart,
-/// those evicted within the last `window`, so that a hit can tell whether
-/// the key came back soon.
+/// Fingerprints of recently evicted keys and the queue each left (about 1%
+/// false positives, no false negatives): those evicted within the last
+/// `cap` evictions, and, apart, those within the last `window`, so that a
+/// hit can tell whether the key came back soon.
 struct Ghost {
     all: Generations,
     recent: Generations,
+}
+
+/// What the ghost knows of a key: for each queue it may have left, `None`
+/// (not remembered) or whether it left recently.
+#[derive(Clone, Copy)]
+struct Sighting {
+    small: Option<bool>,
+    main: Option<bool>,
 }
 
 impl Ghost {
@@ -133,19 +163,24 @@ impl Ghost {
         }
     }
 
-    fn contains(&self, fp: u64) -> bool {
-        self.all.contains(fp)
+    fn lookup(&self, fp: u64) -> Sighting {
+        let (s, m) = self.all.probe(fp);
+        if !s && !m {
+            return Sighting {
+                small: None,
+                main: None,
+            };
+        }
+        let (rs, rm) = self.recent.probe(fp);
+        Sighting {
+            small: s.then_some(rs),
+            main: m.then_some(rm),
+        }
     }
 
-    /// `None` if `fp` is not remembered; else whether it was evicted within
-    /// the last `window` evictions (roughly).
-    fn lookup(&self, fp: u64) -> Option<bool> {
-        self.all.contains(fp).then(|| self.recent.contains(fp))
-    }
-
-    fn insert(&mut self, fp: u64, cap: usize, window: usize) {
-        self.all.insert(fp, cap.div_ceil(2).max(8));
-        self.recent.insert(fp, window.div_ceil(2).max(4));
+    fn insert(&mut self, fp: u64, origin: Queue, cap: usize, window: usize) {
+        self.all.insert(fp, origin, cap.div_ceil(2).max(8));
+        self.recent.insert(fp, origin, window.div_ceil(2).max(4));
     }
 
     fn clear(&mut self) {
@@ -157,11 +192,11 @@ impl Ghost {
     }
 }
 
-/// The ghost's view of a key hash: remixed, since a shard's keys share the
-/// hash bits that chose the shard.
+/// The ghost's view of a key: the low 32 bits of its hash (what an entry
+/// stores), spread over 64 bits.
 #[inline]
 fn fingerprint(hash: u64) -> u64 {
-    (hash ^ (hash >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    u64::from(hash as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// An entry chosen by [`Policy::evict`], already out of its queue.
@@ -189,7 +224,8 @@ pub(crate) struct Policy<K, V> {
     budget: u64,
     /// Keys evicted unread from probation (S3-FIFO's ghost; ARC's B1).
     ghost: Ghost,
-    /// Keys evicted from the main clock (adaptive only; ARC's B2).
+    /// Keys evicted from the main clock (adaptive only; ARC's B2). Apart
+    /// from `ghost`, so that each remembers its own queue's history.
     ghost_main: Ghost,
 }
 
@@ -226,7 +262,7 @@ impl<K, V> Policy<K, V> {
         let fp = fingerprint(hash);
         let to_main = match self.kind {
             EvictionPolicy::Clock => true,
-            EvictionPolicy::S3Fifo => self.ghost.contains(fp),
+            EvictionPolicy::S3Fifo => self.ghost.lookup(fp).small.is_some(),
             EvictionPolicy::Adaptive => {
                 // A key back soon after leaving one queue (within about as
                 // many evictions as probation holds entries) would have been
@@ -234,13 +270,13 @@ impl<K, V> Policy<K, V> {
                 // towards it by the entry's weight. Keys back after longer
                 // say nothing about the split and only skip probation.
                 let w = u64::from(e.weight).max(1);
-                if let Some(recent) = self.ghost_main.lookup(fp) {
+                if let Some(recent) = self.ghost_main.lookup(fp).main {
                     if recent {
                         let min = (self.budget * MIN_SMALL_PERCENT / 100).max(1);
                         self.small_target = self.small_target.saturating_sub(w).max(min);
                     }
                     true
-                } else if let Some(recent) = self.ghost.lookup(fp) {
+                } else if let Some(recent) = self.ghost.lookup(fp).small {
                     if recent {
                         let max = (self.budget * MAX_SMALL_PERCENT / 100).max(1);
                         self.small_target = (self.small_target + w).min(max);
@@ -321,14 +357,17 @@ impl<K, V> Policy<K, V> {
     pub(crate) fn remember(&mut self, hash: u64, from: Queue) {
         let cap = (self.small.len() + self.main.len()).max(16);
         let window = self.small.len();
-        match (from, self.kind) {
-            (Queue::Small, EvictionPolicy::S3Fifo | EvictionPolicy::Adaptive) => {
-                self.ghost.insert(fingerprint(hash), cap, window)
-            }
-            (Queue::Main, EvictionPolicy::Adaptive) => {
-                self.ghost_main.insert(fingerprint(hash), cap, window)
-            }
-            _ => {}
+        let remember = match self.kind {
+            EvictionPolicy::Clock => false,
+            EvictionPolicy::S3Fifo => from == Queue::Small,
+            EvictionPolicy::Adaptive => true,
+        };
+        if remember {
+            let ghost = match from {
+                Queue::Small => &mut self.ghost,
+                Queue::Main => &mut self.ghost_main,
+            };
+            ghost.insert(fingerprint(hash), from, cap, window);
         }
     }
 

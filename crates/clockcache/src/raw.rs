@@ -185,7 +185,12 @@ impl<K, V> RawTable<K, V> {
     /// The returned entry stays allocated for as long as `_guard` is pinned,
     /// even if a writer removes it meanwhile.
     #[inline]
-    pub(crate) fn find<'g, Q>(&'g self, hash: u64, key: &Q, _guard: &'g Guard) -> Option<&'g Entry<K, V>>
+    pub(crate) fn find<'g, Q>(
+        &'g self,
+        hash: u64,
+        key: &Q,
+        _guard: &'g Guard,
+    ) -> Option<&'g Entry<K, V>>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -224,42 +229,85 @@ impl<K, V> RawTable<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.candidates(hash)
-            .find(|&i| self.entry(i).is_some_and(|e| e.key().borrow() == key))
+        let tag = tag_of(hash);
+        let mut b = self.home(hash);
+        for _ in 0..self.buckets.len() {
+            let bucket = &self.buckets[b];
+            let word = bucket.tags.load(Ordering::Relaxed);
+            for i in bits(match_byte(word, tag)) {
+                let p = bucket.slots[i].load(Ordering::Relaxed);
+                // SAFETY: with the shard lock held, non-null pointers in the
+                // current table are live entries (see `entry`).
+                if !p.is_null() && unsafe { &*p }.key().borrow() == key {
+                    return Some(b * GROUP + i);
+                }
+            }
+            if !overflowed(word) {
+                return None;
+            }
+            b = self.next(b);
+        }
+        None
     }
 
     /// Slots whose tag matches `hash`, in probe order, until the first bucket
     /// no probe passes (writer only). The caller checks the key or the
     /// pointer.
-    pub(crate) fn candidates(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn candidates(&self, hash: u64) -> Vec<usize> {
         let tag = tag_of(hash);
         let mut b = self.home(hash);
-        let mut left = self.buckets.len();
-        let mut pending: Option<(usize, u64)> = None;
-        std::iter::from_fn(move || loop {
-            if let Some((bucket, mask)) = &mut pending {
-                if *mask != 0 {
-                    let i = mask.trailing_zeros() as usize / 8;
-                    *mask &= *mask - 1;
-                    if tag_at(self.buckets[*bucket].tags.load(Ordering::Relaxed), i) == tag {
-                        return Some(*bucket * GROUP + i);
-                    }
-                    continue;
-                }
-                let word = self.buckets[*bucket].tags.load(Ordering::Relaxed);
-                pending = None;
-                if !overflowed(word) {
-                    left = 0;
-                }
+        let mut out = Vec::new();
+        for _ in 0..self.buckets.len() {
+            let word = self.buckets[b].tags.load(Ordering::Relaxed);
+            out.extend(
+                bits(match_byte(word, tag))
+                    .filter(|&i| tag_at(word, i) == tag)
+                    .map(|i| b * GROUP + i),
+            );
+            if !overflowed(word) {
+                break;
             }
-            if left == 0 {
+            b = self.next(b);
+        }
+        out
+    }
+
+    /// Slot holding exactly `p`, whose key's hash has low 32 bits `hash`
+    /// (writer only): compares pointers, so no key is read.
+    pub(crate) fn find_ptr(&self, hash: u64, p: *const Entry<K, V>) -> Option<usize> {
+        let mut b = self.home(hash);
+        for _ in 0..self.buckets.len() {
+            let bucket = &self.buckets[b];
+            if let Some(i) = bucket
+                .slots
+                .iter()
+                .position(|s| std::ptr::eq(s.load(Ordering::Relaxed), p))
+            {
+                return Some(b * GROUP + i);
+            }
+            if !overflowed(bucket.tags.load(Ordering::Relaxed)) {
                 return None;
             }
-            left -= 1;
-            let word = self.buckets[b].tags.load(Ordering::Relaxed);
-            pending = Some((b, match_byte(word, tag)));
             b = self.next(b);
-        })
+        }
+        None
+    }
+
+    /// Copies every entry of this table into `new` (writer only), keeping
+    /// tags and reading each entry's stored hash for its home: no key is
+    /// hashed again.
+    pub(crate) fn copy_into(&self, new: &RawTable<K, V>) {
+        for bucket in self.buckets.iter() {
+            let word = bucket.tags.load(Ordering::Relaxed);
+            for (i, slot) in bucket.slots.iter().enumerate() {
+                let p = slot.load(Ordering::Relaxed);
+                if !p.is_null() {
+                    // SAFETY: a live entry of the current table (lock held).
+                    let home = u64::from(unsafe { &*p }.hash);
+                    new.insert_tagged(home, tag_at(word, i), p);
+                }
+            }
+        }
     }
 
     /// The entry in slot `i`, if the slot is FULL (writer only, shard lock
@@ -278,19 +326,13 @@ impl<K, V> RawTable<K, V> {
         self.slot(i).load(Ordering::Acquire)
     }
 
-    /// Iterator over the non-null entry pointers, in slot order. Used by
-    /// readers (iteration, under a guard) and writers (rehash).
-    pub(crate) fn pointers(&self) -> impl Iterator<Item = *mut Entry<K, V>> + '_ {
-        self.buckets
-            .iter()
-            .flat_map(|b| b.slots.iter())
-            .map(|s| s.load(Ordering::Acquire))
-            .filter(|p| !p.is_null())
-    }
-
     /// Puts `entry` for a key that is not in the table (writer only; the
     /// caller has checked `needs_rehash`). Returns the slot used.
     pub(crate) fn insert(&self, hash: u64, entry: *mut Entry<K, V>) -> usize {
+        self.insert_tagged(hash, tag_of(hash), entry)
+    }
+
+    fn insert_tagged(&self, hash: u64, tag: u8, entry: *mut Entry<K, V>) -> usize {
         let mut b = self.home(hash);
         loop {
             let bucket = &self.buckets[b];
@@ -299,9 +341,7 @@ impl<K, V> RawTable<K, V> {
                 self.items
                     .store(self.items.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                 bucket.slots[i].store(entry, Ordering::Release);
-                bucket
-                    .tags
-                    .store(with_tag(word, i, tag_of(hash)), Ordering::Release);
+                bucket.tags.store(with_tag(word, i, tag), Ordering::Release);
                 return b * GROUP + i;
             }
             // Full: this entry's probe passes it.

@@ -14,8 +14,9 @@ use std::ptr::NonNull;
 
 pub(crate) struct Ring<K, V> {
     cells: VecDeque<Option<NonNull<Entry<K, V>>>>,
-    /// Logical position of `cells[0]`.
-    head: usize,
+    /// Logical position of `cells[0]` (positions wrap around `u32`; a ring
+    /// never holds anywhere near 2^32 cells).
+    head: u32,
     holes: usize,
 }
 
@@ -42,7 +43,7 @@ impl<K, V> Ring<K, V> {
 
     /// Appends an entry at the tail.
     pub(crate) fn push_back(&mut self, e: &Entry<K, V>) {
-        e.set_pos(self.head.wrapping_add(self.cells.len()));
+        e.set_pos(self.head.wrapping_add(self.cells.len() as u32));
         self.cells.push_back(Some(NonNull::from(e)));
     }
 
@@ -60,7 +61,7 @@ impl<K, V> Ring<K, V> {
 
     /// Removes `e`, which must be in this ring.
     pub(crate) fn remove(&mut self, e: &Entry<K, V>) {
-        let idx = e.pos().wrapping_sub(self.head);
+        let idx = e.pos().wrapping_sub(self.head) as usize;
         debug_assert_eq!(
             self.cells[idx].map(|p| p.as_ptr().cast_const()),
             Some(e as *const _)
@@ -74,7 +75,7 @@ impl<K, V> Ring<K, V> {
 
     /// Puts `new` in the cell of `old` (same position, same queue).
     pub(crate) fn replace(&mut self, old: &Entry<K, V>, new: &Entry<K, V>) {
-        let idx = old.pos().wrapping_sub(self.head);
+        let idx = old.pos().wrapping_sub(self.head) as usize;
         debug_assert_eq!(
             self.cells[idx].map(|p| p.as_ptr().cast_const()),
             Some(old as *const _)
@@ -90,7 +91,7 @@ impl<K, V> Ring<K, V> {
             if let Some(p) = c {
                 // SAFETY: every pointer in the ring is a live entry owned by
                 // this shard (the shard lock is held by our caller).
-                unsafe { p.as_ref() }.set_pos(self.head.wrapping_add(i));
+                unsafe { p.as_ref() }.set_pos(self.head.wrapping_add(i as u32));
             }
         }
         self.cells

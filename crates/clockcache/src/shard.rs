@@ -30,25 +30,46 @@ const INITIAL_ITEMS: usize = 4096;
 pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(&K, &V, RemovalCause) + Send + Sync>;
 
 /// Entries taken out of a shard under its lock, waiting to be reported and
-/// reclaimed once the lock is released.
+/// reclaimed once the lock is released. Most writes retire one or two
+/// entries: the first few are kept inline, so the common insert allocates
+/// nothing here.
 pub(crate) struct Retired<K, V> {
-    list: Vec<(NonNull<Entry<K, V>>, RemovalCause)>,
+    inline: [Option<Departure<K, V>>; INLINE_RETIRED],
+    more: Vec<Departure<K, V>>,
 }
+
+/// An entry taken out, with the cause the listener will be given.
+type Departure<K, V> = (NonNull<Entry<K, V>>, RemovalCause);
+
+const INLINE_RETIRED: usize = 4;
 
 impl<K, V> Retired<K, V> {
     pub(crate) fn new() -> Self {
-        Self { list: Vec::new() }
+        Self {
+            inline: [None; INLINE_RETIRED],
+            more: Vec::new(),
+        }
     }
 
     pub(crate) fn push(&mut self, e: NonNull<Entry<K, V>>, cause: RemovalCause) {
-        self.list.push((e, cause));
+        match self.inline.iter_mut().find(|c| c.is_none()) {
+            Some(cell) => *cell = Some((e, cause)),
+            None => self.more.push((e, cause)),
+        }
+    }
+
+    fn take_all(&mut self) -> impl Iterator<Item = Departure<K, V>> + '_ {
+        self.inline
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(self.more.drain(..))
     }
 
     /// Calls the listener once per entry (outside every lock; a panicking
     /// listener is contained), then hands each entry to the epoch collector,
     /// which frees it once no reader can hold it.
     pub(crate) fn release(mut self, listener: Option<&Listener<K, V>>, guard: &Guard) {
-        for (p, cause) in self.list.drain(..) {
+        for (p, cause) in self.take_all() {
             if let Some(l) = listener {
                 // SAFETY: `p` was unlinked from the table and its queue under
                 // the shard lock and has not been handed to the collector
@@ -75,10 +96,13 @@ impl<K, V> Drop for Retired<K, V> {
         // Only reached with entries left if `release` was never called (a
         // panic between unlinking and releasing): free them the slow, safe
         // way.
-        if !self.list.is_empty() {
+        if self.inline[0].is_some() {
             let guard = epoch::pin();
-            let list = std::mem::take(&mut self.list);
-            Retired { list }.release(None, &guard);
+            let rest = Retired {
+                inline: std::mem::replace(&mut self.inline, [None; INLINE_RETIRED]),
+                more: std::mem::take(&mut self.more),
+            };
+            rest.release(None, &guard);
         }
     }
 }
@@ -227,7 +251,7 @@ where
             );
         } else {
             let table = if table.needs_rehash() {
-                self.rehash_locked(inner, hasher, guard)
+                self.rehash_locked(inner, guard)
             } else {
                 table
             };
@@ -245,8 +269,8 @@ where
             let p = unsafe { NonNull::new_unchecked(raw) };
             self.take_locked(inner, p, hash, true, cause, retired, guard);
         }
-        self.purge_locked(inner, now, PURGE_PER_INSERT, hasher, retired, guard);
-        self.evict_locked(inner, now, raw, allowance, hasher, retired, guard);
+        self.purge_locked(inner, now, PURGE_PER_INSERT, retired, guard);
+        self.evict_locked(inner, now, raw, allowance, retired, guard);
         if inner.deadlines.needs_rebuild() {
             let items = inner.policy.entries().filter_map(|p| {
                 // SAFETY: queue pointers are live entries (lock held).
@@ -261,12 +285,7 @@ where
     }
 
     /// Replaces the table by a larger one holding the same entries.
-    fn rehash_locked<'g>(
-        &self,
-        inner: &Inner<K, V>,
-        hasher: HashFn<'_, K>,
-        guard: &'g Guard,
-    ) -> &'g RawTable<K, V> {
+    fn rehash_locked<'g>(&self, inner: &Inner<K, V>, guard: &'g Guard) -> &'g RawTable<K, V> {
         let old = self.table(guard);
         let need = old.items() + 1;
         // Double, but not past what the budget can ever need (the limit is
@@ -277,11 +296,7 @@ where
             need * 2
         };
         let new = RawTable::for_items(target);
-        for p in old.pointers() {
-            // SAFETY: pointers in the current table are live (lock held).
-            let e = unsafe { &*p };
-            new.insert(hasher(e.key()), p);
-        }
+        old.copy_into(&new);
         let new = Owned::new(new).into_shared(guard);
         let old = self.table.swap(new, Ordering::AcqRel, guard);
         // SAFETY: the old table is unreachable for readers that pin from now
@@ -292,8 +307,9 @@ where
         unsafe { new.deref() }
     }
 
-    /// Unlinks `p` from the table and accounts for its departure. `in_queue`
-    /// says whether it must also leave its eviction queue.
+    /// Unlinks `p` (whose key hashes to `hash`; only the low 32 bits are
+    /// used) from the table and accounts for its departure. `in_queue` says
+    /// whether it must also leave its eviction queue.
     #[allow(clippy::too_many_arguments)]
     fn take_locked(
         &self,
@@ -308,10 +324,7 @@ where
         // SAFETY: `p` is a live entry of this shard (lock held).
         let e = unsafe { p.as_ref() };
         let table = self.table(guard);
-        if let Some(slot) = table
-            .candidates(hash)
-            .find(|&i| table.entry_ptr(i) == p.as_ptr())
-        {
+        if let Some(slot) = table.find_ptr(hash, p.as_ptr()) {
             table.erase(slot, hash);
         }
         if in_queue {
@@ -339,7 +352,6 @@ where
         inner: &mut Inner<K, V>,
         now: u64,
         max: usize,
-        hasher: HashFn<'_, K>,
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) -> usize {
@@ -351,9 +363,9 @@ where
             };
             let table = self.table(guard);
             due.clear();
-            due.extend(table.candidates(h).filter_map(|i| {
+            due.extend(table.candidates(h).into_iter().filter_map(|i| {
                 let e = table.entry(i)?;
-                (hasher(e.key()) == h).then(|| NonNull::from(e))
+                (e.hash == h as u32).then(|| NonNull::from(e))
             }));
             for &p in &due {
                 // SAFETY: found in the current table (lock held).
@@ -382,7 +394,6 @@ where
         now: u64,
         protect: *const Entry<K, V>,
         allowance: u64,
-        hasher: HashFn<'_, K>,
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) {
@@ -391,10 +402,10 @@ where
             return;
         }
         if inner.deadlines.has_due(now) {
-            self.purge_locked(inner, now, usize::MAX, hasher, retired, guard);
+            self.purge_locked(inner, now, usize::MAX, retired, guard);
         }
         while inner.weight > limit {
-            if !self.evict_one_locked(inner, now, protect, hasher, retired, guard) {
+            if !self.evict_one_locked(inner, now, protect, retired, guard) {
                 break;
             }
         }
@@ -406,7 +417,6 @@ where
         inner: &mut Inner<K, V>,
         now: u64,
         protect: *const Entry<K, V>,
-        hasher: HashFn<'_, K>,
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) -> bool {
@@ -414,7 +424,7 @@ where
             return false;
         };
         // SAFETY: the policy returns live entries of this shard.
-        let h = hasher(unsafe { v.entry.as_ref() }.key());
+        let h = u64::from(unsafe { v.entry.as_ref() }.hash);
         if v.cause == RemovalCause::Evicted {
             inner.policy.remember(h, v.from);
         }
@@ -450,7 +460,6 @@ where
         inner: &mut Inner<K, V>,
         now: u64,
         keep: &mut dyn FnMut(&K, &V) -> bool,
-        hasher: HashFn<'_, K>,
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) {
@@ -471,7 +480,7 @@ where
             .collect();
         for (p, cause) in doomed {
             // SAFETY: as above; each is taken once.
-            let h = hasher(unsafe { p.as_ref() }.key());
+            let h = u64::from(unsafe { p.as_ref() }.hash);
             self.take_locked(inner, p, h, true, cause, retired, guard);
         }
     }
