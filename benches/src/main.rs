@@ -99,6 +99,14 @@ enum ChildCmd {
         /// Entries to insert.
         entries: u64,
     },
+    /// Re-renders the reports (text, Markdown, HTML, SVG) from a results.json.
+    Render {
+        /// A results.json written by an earlier run.
+        json: PathBuf,
+        /// Report directory (default: the directory of the JSON file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Runs the expiry churn on one cache and prints JSON (run by the harness).
     #[command(hide = true)]
     ExpiryChild {
@@ -591,6 +599,18 @@ fn child_main(cmd: &ChildCmd) -> Result<(), String> {
             let k = CacheKind::from_name(cache).ok_or("unknown cache")?;
             let r = child::mem_child(k, *entries).map_err(|e| e.to_string())?;
             println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+        }
+        ChildCmd::Render { json, out } => {
+            let text =
+                std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+            let report: Report =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+            let dir = out.clone().unwrap_or_else(|| {
+                json.parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+            });
+            print!("{}", report.text());
+            write_report(&report, &dir).map_err(|e| format!("writing {}: {e}", dir.display()))?;
         }
         ChildCmd::ExpiryChild { cache, params } => {
             let k = CacheKind::from_name(cache).ok_or("unknown cache")?;

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::adapters::CacheKind;
 use crate::child::{ExpiryParams, ExpiryResult, MemResult};
 use crate::svg::{self, Series};
 
 /// The machine a run was made on.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Machine {
     /// Logical CPUs available to the process.
     pub nproc: usize,
@@ -22,6 +22,7 @@ pub struct Machine {
     /// Output of `date -u` when the run started.
     pub date: String,
     /// /proc/loadavg when the run started (other work on a shared machine shows here).
+    #[serde(default)]
     pub loadavg: String,
 }
 
@@ -60,7 +61,7 @@ impl Machine {
 }
 
 /// One cell: a workload on a cache at a thread count, over all repetitions.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cell {
     /// Workload name.
     pub workload: String,
@@ -109,7 +110,7 @@ pub fn median(v: &[f64]) -> f64 {
 }
 
 /// One trace replay.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TraceCell {
     /// Trace name.
     pub trace: String,
@@ -126,7 +127,7 @@ pub struct TraceCell {
 }
 
 /// Everything one run measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// Where it ran.
     pub machine: Machine,
@@ -320,7 +321,7 @@ impl Report {
                     lru * 100.0,
                     (cc - lru) * 100.0
                 ),
-                met: Some(cc >= lru - 1e-4),
+                met: Some(cc >= lru),
             });
         }
         let mut keys: Vec<(String, usize)> = self
@@ -354,7 +355,7 @@ impl Report {
                     lru * 100.0,
                     (cc - lru) * 100.0
                 ),
-                met: Some(cc >= lru - 1e-4),
+                met: Some(cc >= lru),
             });
         }
         if let Some(m) = self.memory.iter().find(|m| m.cache == CC) {

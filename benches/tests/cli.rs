@@ -71,6 +71,20 @@ fn smoke_run_writes_every_report() {
         .map(|e| e["cache"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["clockcache", "moka"]);
+    // The JSON alone re-renders the same Markdown.
+    let again = dir.join("again");
+    let render = bin()
+        .arg("render")
+        .arg(out.join("results.json"))
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(render.status.success());
+    assert_eq!(
+        std::fs::read_to_string(again.join("report.md")).unwrap(),
+        std::fs::read_to_string(out.join("report.md")).unwrap()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
