@@ -54,7 +54,7 @@ struct Cli {
     /// Pre-generated ops per thread (replayed cyclically).
     #[arg(long)]
     ops_per_thread: Option<usize>,
-    /// Time one op in N for the latency histograms.
+    /// Time one op in N (on average; random gaps) for the latency histograms.
     #[arg(long, default_value_t = 64)]
     sample_every: u32,
     /// Directory of ARC traces (*.lis.zst); default ../shared/traces of the workspace.
@@ -533,7 +533,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         ("repetitions (interleaved)".into(), p.reps.to_string()),
         (
             "latency sampling".into(),
-            format!("one op in {}", p.sample_every),
+            format!("one op in {} on average (random gaps)", p.sample_every),
         ),
         (
             "traces".into(),
