@@ -14,6 +14,7 @@ use crate::RemovalCause;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::ptr::NonNull;
 use std::time::Duration;
 
 /// Computes an entry's weight (see [`CacheBuilder::weigher`]).
@@ -240,7 +241,7 @@ where
         hash: u64,
         ttl: Option<Duration>,
         now: u64,
-    ) -> (Box<Entry<K, V>>, Option<RemovalCause>) {
+    ) -> (NonNull<Entry<K, V>>, Option<RemovalCause>) {
         let core = &*self.core;
         let weight = core.weigher.as_ref().map_or(1, |w| w(&key, &value));
         let (life, idle) = if let Some(t) = ttl {
@@ -267,7 +268,7 @@ where
             None
         };
         (
-            Box::new(Entry::new(key, value, hash, weight, deadline, idle)),
+            crate::recycle::alloc(Entry::new(key, value, hash, weight, deadline, idle)),
             doa,
         )
     }
@@ -311,7 +312,9 @@ where
         let hash = self.hash(&key);
         let (entry, doa) = self.make_entry(key, value, hash, ttl, now);
         let shard = self.shard(hash);
-        let allowance = self.allowance(shard, u64::from(entry.weight) > shard.budget());
+        // SAFETY: just allocated, not shared yet.
+        let weight = u64::from(unsafe { entry.as_ref() }.weight);
+        let allowance = self.allowance(shard, weight > shard.budget());
         let guard = epoch::pin();
         let mut retired = Retired::new();
         let hasher = |k: &K| self.hash(k);
@@ -691,7 +694,9 @@ where
             .withdraw(&mut inner)
             .expect("only the leader withdraws its load");
         let (entry, doa) = cache.make_entry(key, value.clone(), self.hash, None, now);
-        let allowance = cache.allowance(shard, u64::from(entry.weight) > shard.budget());
+        // SAFETY: just allocated, not shared yet.
+        let weight = u64::from(unsafe { entry.as_ref() }.weight);
+        let allowance = cache.allowance(shard, weight > shard.budget());
         let (change, new) = shard.insert_locked(
             &mut inner,
             self.hash,

@@ -80,6 +80,7 @@ mod iter;
 mod loader;
 mod policy;
 mod raw;
+mod recycle;
 mod ring;
 mod shard;
 mod stats;

@@ -58,10 +58,13 @@ struct Bloom {
 }
 
 impl Bloom {
+    fn words_for(keys: usize) -> usize {
+        (keys * GHOST_BITS_PER_KEY / 64).max(16).next_power_of_two()
+    }
+
     fn with_capacity(keys: usize) -> Self {
-        let words = (keys * GHOST_BITS_PER_KEY / 64).max(16).next_power_of_two();
         Self {
-            words: vec![0; words].into_boxed_slice(),
+            words: vec![0; Self::words_for(keys)].into_boxed_slice(),
             inserted: 0,
         }
     }
@@ -91,12 +94,11 @@ impl Bloom {
         self.inserted += 1;
     }
 
-    /// Whether `fp` is in, as evicted from (small, main).
+    /// Whether `fp` is in, as evicted from `origin`.
     #[inline]
-    fn probe(&self, fp: u64) -> (bool, bool) {
-        let w = self.words[self.word(fp)];
-        let (s, m) = (Self::bits(fp, Queue::Small), Self::bits(fp, Queue::Main));
-        (w & s == s, w & m == m)
+    fn contains(&self, fp: u64, origin: Queue) -> bool {
+        let bits = Self::bits(fp, origin);
+        self.words[self.word(fp)] & bits == bits
     }
 }
 
@@ -121,16 +123,24 @@ impl Generations {
         // what it was sized for (a saturated filter would answer "seen" for
         // every key).
         if self.current.inserted >= per_generation.min(self.current.capacity()) {
-            let fresh = Bloom::with_capacity(per_generation);
-            self.previous = std::mem::replace(&mut self.current, fresh);
+            // The dropped generation's words become the new one when their
+            // size still fits, so a steady cache rotates without allocating.
+            let mut recycled = std::mem::replace(&mut self.previous, Bloom::with_capacity(0));
+            if recycled.words.len() == Bloom::words_for(per_generation) {
+                recycled.words.fill(0);
+                recycled.inserted = 0;
+            } else {
+                recycled = Bloom::with_capacity(per_generation);
+            }
+            self.previous = std::mem::replace(&mut self.current, recycled);
         }
         self.current.insert(fp, origin);
     }
 
-    fn probe(&self, fp: u64) -> (bool, bool) {
-        let (a, b) = self.current.probe(fp);
-        let (c, d) = self.previous.probe(fp);
-        (a || c, b || d)
+    /// Whether `fp` was inserted as evicted from `origin`.
+    #[inline]
+    fn contains(&self, fp: u64, origin: Queue) -> bool {
+        self.current.contains(fp, origin) || self.previous.contains(fp, origin)
     }
 
     fn heap_bytes(&self) -> usize {
@@ -138,21 +148,13 @@ impl Generations {
     }
 }
 
-/// Fingerprints of recently evicted keys and the queue each left (about 1%
-/// false positives, no false negatives): those evicted within the last
-/// `cap` evictions, and, apart, those within the last `window`, so that a
-/// hit can tell whether the key came back soon.
+/// Fingerprints of recently evicted keys (about 1% false positives, no
+/// false negatives): those evicted within the last `cap` evictions, and,
+/// apart, those within the last `window`, so that a hit can tell whether the
+/// key came back soon.
 struct Ghost {
     all: Generations,
     recent: Generations,
-}
-
-/// What the ghost knows of a key: for each queue it may have left, `None`
-/// (not remembered) or whether it left recently.
-#[derive(Clone, Copy)]
-struct Sighting {
-    small: Option<bool>,
-    main: Option<bool>,
 }
 
 impl Ghost {
@@ -163,19 +165,13 @@ impl Ghost {
         }
     }
 
-    fn lookup(&self, fp: u64) -> Sighting {
-        let (s, m) = self.all.probe(fp);
-        if !s && !m {
-            return Sighting {
-                small: None,
-                main: None,
-            };
-        }
-        let (rs, rm) = self.recent.probe(fp);
-        Sighting {
-            small: s.then_some(rs),
-            main: m.then_some(rm),
-        }
+    /// `None` if `fp` is not remembered as evicted from `origin`; else
+    /// whether it left recently.
+    #[inline]
+    fn lookup(&self, fp: u64, origin: Queue) -> Option<bool> {
+        self.all
+            .contains(fp, origin)
+            .then(|| self.recent.contains(fp, origin))
     }
 
     fn insert(&mut self, fp: u64, origin: Queue, cap: usize, window: usize) {
@@ -262,7 +258,7 @@ impl<K, V> Policy<K, V> {
         let fp = fingerprint(hash);
         let to_main = match self.kind {
             EvictionPolicy::Clock => true,
-            EvictionPolicy::S3Fifo => self.ghost.lookup(fp).small.is_some(),
+            EvictionPolicy::S3Fifo => self.ghost.lookup(fp, Queue::Small).is_some(),
             EvictionPolicy::Adaptive => {
                 // A key back soon after leaving one queue (within about as
                 // many evictions as probation holds entries) would have been
@@ -270,13 +266,13 @@ impl<K, V> Policy<K, V> {
                 // towards it by the entry's weight. Keys back after longer
                 // say nothing about the split and only skip probation.
                 let w = u64::from(e.weight).max(1);
-                if let Some(recent) = self.ghost_main.lookup(fp).main {
+                if let Some(recent) = self.ghost_main.lookup(fp, Queue::Main) {
                     if recent {
                         let min = (self.budget * MIN_SMALL_PERCENT / 100).max(1);
                         self.small_target = self.small_target.saturating_sub(w).max(min);
                     }
                     true
-                } else if let Some(recent) = self.ghost.lookup(fp).small {
+                } else if let Some(recent) = self.ghost.lookup(fp, Queue::Small) {
                     if recent {
                         let max = (self.budget * MAX_SMALL_PERCENT / 100).max(1);
                         self.small_target = (self.small_target + w).min(max);

@@ -337,7 +337,8 @@ impl<K, V> RawTable<K, V> {
         loop {
             let bucket = &self.buckets[b];
             let word = bucket.tags.load(Ordering::Relaxed);
-            if let Some(i) = (0..GROUP).find(|&i| tag_at(word, i) == EMPTY) {
+            // The lowest match of a zero byte is exact (see `match_byte`).
+            if let Some(i) = bits(match_byte(word, EMPTY)).next() {
                 self.items
                     .store(self.items.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                 bucket.slots[i].store(entry, Ordering::Release);

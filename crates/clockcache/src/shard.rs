@@ -83,10 +83,12 @@ impl<K, V> Retired<K, V> {
             let raw = p.as_ptr();
             // SAFETY: the entry is unreachable for readers that pin from now
             // on (its slot was nulled under the lock); readers pinned before
-            // are waited for by the collector. It was allocated by `Box` and
-            // is retired exactly once (only the lock holder that unlinked it
+            // are waited for by the collector. It was allocated by
+            // `recycle::alloc` and is retired exactly once (only the lock holder that unlinked it
             // holds this pointer).
-            unsafe { guard.defer_unchecked(move || drop(Box::from_raw(raw))) };
+            unsafe {
+                guard.defer_unchecked(move || crate::recycle::free(NonNull::new_unchecked(raw)))
+            };
         }
     }
 }
@@ -219,7 +221,7 @@ where
         &self,
         inner: &mut Inner<K, V>,
         hash: u64,
-        entry: Box<Entry<K, V>>,
+        entry: NonNull<Entry<K, V>>,
         dead_on_arrival: Option<RemovalCause>,
         allowance: u64,
         now: u64,
@@ -227,11 +229,12 @@ where
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) -> (isize, *const Entry<K, V>) {
-        let deadline = entry.deadline.load(Ordering::Relaxed);
-        let weight = u64::from(entry.weight);
-        let raw = Box::into_raw(entry);
-        // SAFETY: just allocated; freed only by a later retirement.
+        let raw = entry.as_ptr();
+        // SAFETY: just allocated and not yet shared; freed only by a later
+        // retirement.
         let e = unsafe { &*raw };
+        let deadline = e.deadline.load(Ordering::Relaxed);
+        let weight = u64::from(e.weight);
         let table = self.table(guard);
         if let Some(slot) = table.find_slot(hash, e.key()) {
             let old = table.entry_ptr(slot);
@@ -265,7 +268,7 @@ where
             inner.deadlines.file(deadline, hash);
         }
         if let Some(cause) = dead_on_arrival {
-            // SAFETY: `raw` is non-null (from `Box::into_raw`).
+            // SAFETY: `raw` is non-null (from `recycle::alloc`).
             let p = unsafe { NonNull::new_unchecked(raw) };
             self.take_locked(inner, p, hash, true, cause, retired, guard);
         }
@@ -523,7 +526,7 @@ impl<K, V> Drop for Shard<K, V> {
             // SAFETY: every live entry sits in exactly one queue and is
             // referenced nowhere else once the cache is gone; it was
             // allocated by `Box`.
-            drop(unsafe { Box::from_raw(p.as_ptr()) });
+            unsafe { crate::recycle::free(p) };
         }
         let table = std::mem::replace(&mut self.table, epoch::Atomic::null());
         // SAFETY: the table pointer is never null and nothing else can reach
