@@ -112,11 +112,12 @@ pub fn check(input: &Input) {
     let ops: Vec<Op> = input.ops.iter().take(MAX_OPS).copied().collect();
 
     std::thread::scope(|s| {
+        let mut workers = Vec::with_capacity(threads);
         for t in 0..threads {
             let (cache, clock, counter, advancing, cfg) =
                 (&cache, &clock, &counter, &advancing, &cfg);
             let mine: Vec<Op> = ops.iter().skip(t).step_by(threads).copied().collect();
-            s.spawn(move || {
+            workers.push(s.spawn(move || {
                 let new = |k: u8, v: u16| Tracked::new(counter, u64::from(k), u64::from(v));
                 for op in mine {
                     match op {
@@ -212,7 +213,15 @@ pub fn check(input: &Input) {
                         }
                     }
                 }
-            });
+            }));
+        }
+        // Join explicitly: the scope's implicit wait ends when each closure
+        // returns, before the thread's TLS destructors (crossbeam-epoch's
+        // thread handle among them) have run; LeakSanitizer then reports
+        // glibc's TLS-destructor list as leaked, and the thread's epoch bag
+        // may not be flushed yet.
+        for w in workers {
+            w.join().expect("a worker panicked");
         }
     });
 

@@ -72,9 +72,10 @@ pub fn run(cfg: &MemoryConfig) -> MemoryReport {
     };
     let churned = std::sync::atomic::AtomicU64::new(0);
     thread::scope(|s| {
+        let mut workers = Vec::with_capacity(cfg.threads);
         for t in 0..cfg.threads as u64 {
             let (cache, clock, barrier, churned) = (&cache, &clock, &barrier, &churned);
-            s.spawn(move || {
+            workers.push(s.spawn(move || {
                 let mut x = (t + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
                 let mut bytes = 0;
                 for _ in 0..cfg.rounds {
@@ -114,12 +115,16 @@ pub fn run(cfg: &MemoryConfig) -> MemoryReport {
                     barrier.wait(); // sampled
                 }
                 churned.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-            });
+            }));
         }
         for _ in 0..cfg.rounds {
             barrier.wait();
             report.rss.push(rss_bytes());
             barrier.wait();
+        }
+        // Join explicitly (a real thread join, after TLS destructors).
+        for w in workers {
+            w.join().expect("a worker panicked");
         }
     });
     report.churned_bytes = churned.into_inner();

@@ -43,54 +43,11 @@ fn skeleton(rest: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Known bugs of `clockcache-session`'s JSON that this target found, each
-/// with an ignored regression test in `tests/session_regressions.rs` (and
-/// listed in `docs/reliability.md`). A decoded session that hits one is not
-/// round-tripped, so the fuzzer goes on looking for other bugs instead of
-/// finding these again every few seconds. Delete an entry (and un-ignore its
-/// test) once the bug is fixed.
-pub fn known_bug(s: &CachedSession) -> Option<&'static str> {
-    if !s.expires.nanosecond().is_multiple_of(1_000_000) {
-        return Some(
-            "an `expires` with sub-millisecond digits decodes as is but encodes truncated",
-        );
-    }
-    if s.expires.year() < 0 {
-        return Some("an `expires` before year 0 encodes as -YYYYYY-..., which does not decode");
-    }
-    if s.data
-        .as_ref()
-        .is_some_and(|d| d.values().any(has_unstable_float))
-    {
-        return Some(
-            "a float in `data` that serde_json (without `float_roundtrip`) re-parses differently",
-        );
-    }
-    None
-}
-
-/// Whether `v` holds a float whose shortest printed form parses back to
-/// another float.
-fn has_unstable_float(v: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match v {
-        Value::Number(n) => n.as_f64().is_some_and(|f| {
-            n.is_f64() && serde_json::from_str::<f64>(&n.to_string()).map_or(true, |g| g != f)
-        }),
-        Value::Array(a) => a.iter().any(has_unstable_float),
-        Value::Object(o) => o.values().any(has_unstable_float),
-        _ => false,
-    }
-}
-
 /// Decodes `bytes`; if they decode, checks that the session round-trips.
 pub fn check(bytes: &[u8]) {
     let Ok(first) = CachedSession::from_json(bytes) else {
         return;
     };
-    if known_bug(&first).is_some() {
-        return;
-    }
     let json = first
         .to_json()
         .unwrap_or_else(|e| panic!("a decoded session does not encode: {e}: {first:?}"));

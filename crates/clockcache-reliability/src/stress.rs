@@ -130,7 +130,7 @@ pub fn run(cfg: &StressConfig) -> StressReport {
 
     thread::scope(|s| {
         // The ticker: the only writer of the clock, so it never goes back.
-        s.spawn(|| {
+        let ticker = s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 clock.advance(Duration::from_millis(1));
                 clock_ms.fetch_add(1, Ordering::Relaxed);
@@ -232,10 +232,13 @@ pub fn run(cfg: &StressConfig) -> StressReport {
             }
             thread::sleep(Duration::from_millis(1));
         }
+        // Join explicitly: a real thread join, after the threads' TLS
+        // destructors (crossbeam-epoch's handle) have run.
         for w in workers {
             w.join().expect("a worker panicked");
         }
         stop.store(true, Ordering::Relaxed);
+        ticker.join().expect("the ticker panicked");
     });
 
     // Quiescence: exact bounds, every entry of its key.

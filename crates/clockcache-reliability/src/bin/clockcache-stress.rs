@@ -48,7 +48,7 @@ fn parse() -> Result<Args, String> {
     let mut a = Args {
         secs: 60,
         threads: thread_counts("2..16")?,
-        memory_rounds: 40,
+        memory_rounds: 150,
         stress: true,
         memory: true,
     };
