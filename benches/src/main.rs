@@ -391,7 +391,13 @@ fn run(cli: &Cli) -> Result<(), String> {
         .caches
         .iter()
         .copied()
-        .filter(|k| k.supports_ttl())
+        .filter(|k| k.supports_ttl() && !k.policy_variant())
+        .collect();
+    let mem_caches: Vec<CacheKind> = p
+        .caches
+        .iter()
+        .copied()
+        .filter(|k| !k.policy_variant())
         .collect();
     let units: usize = p
         .matrix
@@ -399,7 +405,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         .map(|(w, t)| t.len() * p.reps * cell_caches(&p, w).len())
         .sum::<usize>()
         + p.traces.len() * p.trace_sizes.len() * writers.len()
-        + p.mem_entries.map_or(0, |_| p.caches.len())
+        + p.mem_entries.map_or(0, |_| mem_caches.len())
         + p.expiry.map_or(0, |_| ttl_caches.len());
     let pb = ProgressBar::new(units as u64);
     pb.set_style(
@@ -492,7 +498,7 @@ fn run(cli: &Cli) -> Result<(), String> {
 
     let mut memory = Vec::new();
     if let Some(n) = p.mem_entries {
-        for &k in &p.caches {
+        for &k in &mem_caches {
             pb.set_message(format!("bytes per entry: {}", k.name()));
             let m: MemResult =
                 child::run_child(&exe, &["mem-child".into(), k.name().into(), n.to_string()])

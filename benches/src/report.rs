@@ -358,6 +358,73 @@ impl Report {
                 met: Some(cc >= lru),
             });
         }
+        // Issue 6 (eviction policy): every trace cell within 0.5 pt of exact
+        // LRU, the mean within 1 pt of the best of LRU, quick_cache and moka,
+        // and throughput not more than 5% below plain CLOCK.
+        let cells: Vec<(f64, f64, f64)> = {
+            let mut keys: Vec<(String, usize)> = self
+                .traces
+                .iter()
+                .map(|t| (t.trace.clone(), t.capacity))
+                .collect();
+            keys.dedup();
+            keys.into_iter()
+                .filter_map(|(tr, cap)| {
+                    let hr = |c: &str| {
+                        self.traces
+                            .iter()
+                            .find(|t| t.trace == tr && t.capacity == cap && t.cache == c)
+                            .map(|t| t.hit_ratio * 100.0)
+                    };
+                    let lru = hr("mutex-lru")?;
+                    let best = [hr("quick_cache"), hr("moka")]
+                        .into_iter()
+                        .flatten()
+                        .fold(lru, f64::max);
+                    Some((hr(CC)?, lru, best))
+                })
+                .collect()
+        };
+        if !cells.is_empty() {
+            let worst = cells
+                .iter()
+                .map(|(cc, lru, _)| cc - lru)
+                .fold(f64::INFINITY, f64::min);
+            g.push(Goal {
+                what: format!(
+                    "issue 6: every trace cell ({}), clockcache - mutex-lru",
+                    cells.len()
+                ),
+                target: ">= -0.5 pt".into(),
+                measured: format!("worst {worst:+.2} pt"),
+                met: Some(worst >= -0.5),
+            });
+            let mean =
+                cells.iter().map(|(cc, _, best)| cc - best).sum::<f64>() / cells.len() as f64;
+            g.push(Goal {
+                what: "issue 6: mean over trace cells, clockcache - best of (mutex-lru, quick_cache, moka)".into(),
+                target: ">= -1 pt".into(),
+                measured: format!("{mean:+.2} pt"),
+                met: Some(mean >= -1.0),
+            });
+        }
+        for w in [rh.clone(), Some(gow.clone())].into_iter().flatten() {
+            let v = (|| {
+                Some(
+                    self.cell(&w, CC, 2)?.median() / self.cell(&w, "clockcache-clock", 2)?.median(),
+                )
+            })();
+            if let Some(v) = v {
+                g.push(Goal {
+                    what: format!(
+                        "issue 6: {w}, 2 threads: clockcache / clockcache-clock throughput"
+                    ),
+                    target: ">= 0.95x".into(),
+                    measured: format!("{v:.2}x"),
+                    met: Some(v >= 0.95),
+                });
+            }
+        }
         if let Some(m) = self.memory.iter().find(|m| m.cache == CC) {
             let others: Vec<String> = self
                 .memory

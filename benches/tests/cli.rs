@@ -54,10 +54,11 @@ fn smoke_run_writes_every_report() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let cells = json["cells"].as_array().unwrap();
-    // read-heavy: five caches; get-only: the same plus the HashMap.
-    assert_eq!(cells.len(), 11);
+    // read-heavy: seven caches (three of them clockcache policies); get-only:
+    // the same plus the HashMap.
+    assert_eq!(cells.len(), 15);
     let traces = json["traces"].as_array().unwrap();
-    assert_eq!(traces.len(), 5);
+    assert_eq!(traces.len(), 7);
     for t in traces {
         assert_eq!(t["requests"], 400);
         assert_eq!(t["hit_ratio"], 0.5, "{t}");

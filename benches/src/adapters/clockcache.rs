@@ -1,27 +1,69 @@
-//! This project's engine: `clockcache::Cache`.
+//! This project's engine: `clockcache::Cache`, with its default eviction
+//! policy and, as rows of their own, each other policy.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
-use clockcache::Cache;
+use clockcache::{Cache, EvictionPolicy};
 
 use super::{BenchCache, CacheSpec};
 
-/// A `clockcache::Cache<u64, u64>` with the engine's defaults (shards, hasher,
-/// eviction policy). For the expiry workload every insert carries the spec's TTL
-/// through `insert_with_ttl`.
-#[derive(Clone)]
-pub struct ClockCacheAdapter {
-    cache: Cache<u64, u64>,
-    ttl: Option<Duration>,
+/// Which eviction policy an adapter asks the builder for.
+pub trait PolicyChoice: Clone + Send + Sync + 'static {
+    /// `None`: the engine's default.
+    const POLICY: Option<EvictionPolicy>;
 }
 
-impl BenchCache for ClockCacheAdapter {
-    fn build(spec: &CacheSpec, _prefill: &[u64]) -> Self {
+/// The engine's default policy (adaptive S3-FIFO).
+#[derive(Clone)]
+pub struct DefaultPolicy;
+impl PolicyChoice for DefaultPolicy {
+    const POLICY: Option<EvictionPolicy> = None;
+}
+
+/// Plain CLOCK (second chance, an LRU approximation).
+#[derive(Clone)]
+pub struct ClockPolicy;
+impl PolicyChoice for ClockPolicy {
+    const POLICY: Option<EvictionPolicy> = Some(EvictionPolicy::Clock);
+}
+
+/// S3-FIFO with its fixed 10% probationary queue.
+#[derive(Clone)]
+pub struct S3FifoPolicy;
+impl PolicyChoice for S3FifoPolicy {
+    const POLICY: Option<EvictionPolicy> = Some(EvictionPolicy::S3Fifo);
+}
+
+/// A `clockcache::Cache<u64, u64>` with the engine's defaults (shards, hasher)
+/// and the eviction policy `P`. For the expiry workload every insert carries
+/// the spec's TTL through `insert_with_ttl`.
+pub struct ClockCacheAdapter<P: PolicyChoice = DefaultPolicy> {
+    cache: Cache<u64, u64>,
+    ttl: Option<Duration>,
+    policy: PhantomData<P>,
+}
+
+impl<P: PolicyChoice> Clone for ClockCacheAdapter<P> {
+    fn clone(&self) -> Self {
         ClockCacheAdapter {
-            cache: Cache::<u64, u64>::builder()
-                .capacity(spec.capacity as u64)
-                .build(),
+            cache: self.cache.clone(),
+            ttl: self.ttl,
+            policy: PhantomData,
+        }
+    }
+}
+
+impl<P: PolicyChoice> BenchCache for ClockCacheAdapter<P> {
+    fn build(spec: &CacheSpec, _prefill: &[u64]) -> Self {
+        let mut b = Cache::<u64, u64>::builder().capacity(spec.capacity as u64);
+        if let Some(policy) = P::POLICY {
+            b = b.eviction_policy(policy);
+        }
+        ClockCacheAdapter {
+            cache: b.build(),
             ttl: spec.ttl,
+            policy: PhantomData,
         }
     }
     fn get(&self, key: u64) -> Option<u64> {

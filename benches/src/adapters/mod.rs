@@ -13,7 +13,9 @@ mod mutex_lru;
 mod quick_cache;
 mod sharded_lru;
 
-pub use self::clockcache::ClockCacheAdapter;
+pub use self::clockcache::{
+    ClockCacheAdapter, ClockPolicy, DefaultPolicy, PolicyChoice, S3FifoPolicy,
+};
 pub use self::hashmap::ReadOnlyHashMap;
 pub use self::moka::MokaAdapter;
 pub use self::mutex_lru::MutexLru;
@@ -69,8 +71,12 @@ pub trait BenchCache: Clone + Send + Sync + 'static {
 /// The caches the harness knows, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CacheKind {
-    /// This project's engine, `clockcache::Cache`.
+    /// This project's engine, `clockcache::Cache`, with its default policy.
     ClockCache,
+    /// The engine with plain CLOCK eviction.
+    ClockCacheClock,
+    /// The engine with fixed (non-adaptive) S3-FIFO eviction.
+    ClockCacheS3Fifo,
     /// `quick_cache::sync::Cache`.
     QuickCache,
     /// `moka::sync::Cache`.
@@ -93,8 +99,10 @@ pub trait CacheVisitor {
 
 impl CacheKind {
     /// Every cache, in report order.
-    pub const ALL: [CacheKind; 6] = [
+    pub const ALL: [CacheKind; 8] = [
         CacheKind::ClockCache,
+        CacheKind::ClockCacheClock,
+        CacheKind::ClockCacheS3Fifo,
         CacheKind::QuickCache,
         CacheKind::Moka,
         CacheKind::MutexLru,
@@ -106,6 +114,8 @@ impl CacheKind {
     pub fn name(self) -> &'static str {
         match self {
             CacheKind::ClockCache => "clockcache",
+            CacheKind::ClockCacheClock => "clockcache-clock",
+            CacheKind::ClockCacheS3Fifo => "clockcache-s3fifo",
             CacheKind::QuickCache => "quick_cache",
             CacheKind::Moka => "moka",
             CacheKind::MutexLru => "mutex-lru",
@@ -124,6 +134,16 @@ impl CacheKind {
         self == CacheKind::HashMap
     }
 
+    /// Whether this row is the engine with a non-default eviction policy: it
+    /// shares the default's memory layout and expiry, so the memory and
+    /// expiry children skip it.
+    pub fn policy_variant(self) -> bool {
+        matches!(
+            self,
+            CacheKind::ClockCacheClock | CacheKind::ClockCacheS3Fifo
+        )
+    }
+
     /// Whether the cache can expire entries after a TTL.
     pub fn supports_ttl(self) -> bool {
         matches!(self, CacheKind::ClockCache | CacheKind::Moka)
@@ -133,6 +153,8 @@ impl CacheKind {
     pub fn visit<V: CacheVisitor>(self, v: V) -> V::Output {
         match self {
             CacheKind::ClockCache => v.visit::<ClockCacheAdapter>(self),
+            CacheKind::ClockCacheClock => v.visit::<ClockCacheAdapter<ClockPolicy>>(self),
+            CacheKind::ClockCacheS3Fifo => v.visit::<ClockCacheAdapter<S3FifoPolicy>>(self),
             CacheKind::QuickCache => v.visit::<QuickCacheAdapter>(self),
             CacheKind::Moka => v.visit::<MokaAdapter>(self),
             CacheKind::MutexLru => v.visit::<MutexLru>(self),
