@@ -37,6 +37,8 @@ pub enum Policy {
     Clock,
     /// [`EvictionPolicy::S3Fifo`].
     S3Fifo,
+    /// [`EvictionPolicy::Adaptive`] (the default).
+    Adaptive,
 }
 
 impl From<Policy> for EvictionPolicy {
@@ -44,6 +46,7 @@ impl From<Policy> for EvictionPolicy {
         match p {
             Policy::Clock => EvictionPolicy::Clock,
             Policy::S3Fifo => EvictionPolicy::S3Fifo,
+            Policy::Adaptive => EvictionPolicy::Adaptive,
         }
     }
 }

@@ -5,9 +5,10 @@ use clockcache::EvictionPolicy;
 use clockcache_reliability::stress::{run, Limit, StressConfig};
 
 #[test]
-fn stress_both_modes_at_two_and_four_threads() {
+fn stress_every_mode_at_two_and_four_threads() {
     for threads in [2, 4] {
         for (policy, weighted) in [
+            (EvictionPolicy::Adaptive, false),
             (EvictionPolicy::S3Fifo, false),
             (EvictionPolicy::Clock, true),
         ] {

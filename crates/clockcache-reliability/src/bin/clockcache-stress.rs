@@ -86,6 +86,7 @@ fn main() -> ExitCode {
     };
     if args.stress {
         let modes = [
+            (EvictionPolicy::Adaptive, false),
             (EvictionPolicy::S3Fifo, false),
             (EvictionPolicy::Clock, true),
         ];
