@@ -15,10 +15,7 @@ fn main() {
         EvictionPolicy::S3Fifo,
         EvictionPolicy::Adaptive,
     ] {
-        let cache: Cache<u64, u64> = Cache::builder()
-            .capacity(N)
-            .eviction_policy(policy)
-            .build();
+        let cache: Cache<u64, u64> = Cache::builder().capacity(N).eviction_policy(policy).build();
         for k in 0..N {
             cache.insert(k, k);
         }
