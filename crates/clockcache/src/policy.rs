@@ -368,19 +368,12 @@ impl<K, V> Policy<K, V> {
     }
 
     fn evict_small(&mut self, now: u64, protect: *const Entry<K, V>) -> Option<Victim<K, V>> {
-        let mut seen_protect = false;
-        while let Some(p) = self.small.pop_front() {
+        // Each pass either returns or moves the head to the main ring, so the
+        // loop ends.
+        while let Some(p) = self.small.pop_front_except(protect) {
             // SAFETY: ring pointers are live entries of this shard; the shard
             // lock is held by our caller.
             let e = unsafe { p.as_ref() };
-            if std::ptr::eq(e, protect) {
-                self.small.push_back(e);
-                if seen_protect {
-                    return None;
-                }
-                seen_protect = true;
-                continue;
-            }
             let w = u64::from(e.weight);
             if e.is_expired(now) {
                 self.small_weight -= w;
@@ -406,18 +399,9 @@ impl<K, V> Policy<K, V> {
         // within MAX_FREQ + 1 rotations unless readers keep raising counters;
         // past that bound the entry at the hand goes regardless.
         let mut budget = (self.main.len() + 1) * (usize::from(crate::entry::MAX_FREQ) + 2);
-        let mut seen_protect = false;
-        while let Some(p) = self.main.pop_front() {
+        while let Some(p) = self.main.pop_front_except(protect) {
             // SAFETY: as in `evict_small`.
             let e = unsafe { p.as_ref() };
-            if std::ptr::eq(e, protect) {
-                self.main.push_back(e);
-                if seen_protect {
-                    return None;
-                }
-                seen_protect = true;
-                continue;
-            }
             let w = u64::from(e.weight);
             if e.is_expired(now) {
                 self.main_weight -= w;

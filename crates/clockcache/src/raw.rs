@@ -180,6 +180,41 @@ impl<K, V> RawTable<K, V> {
         &self.buckets[i / GROUP].slots[i % GROUP]
     }
 
+    /// The probe both lookups share: the slot and pointer of the entry for
+    /// `key`, loading with `order` (Acquire for readers; a writer holding the
+    /// lock may use Relaxed).
+    #[inline]
+    fn locate<Q>(&self, hash: u64, key: &Q, order: Ordering) -> Option<(usize, *mut Entry<K, V>)>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let tag = tag_of(hash);
+        let mut b = self.home(hash);
+        for _ in 0..self.buckets.len() {
+            let bucket = &self.buckets[b];
+            let word = bucket.tags.load(order);
+            for i in bits(match_byte(word, tag)) {
+                let p = bucket.slots[i].load(order);
+                // SAFETY: `p` was loaded from the table. Readers call this
+                // pinned, and writers null a slot before they defer the
+                // entry's destruction, so it cannot be freed before the
+                // caller unpins; the Release store that published `p` makes
+                // its fields visible (Acquire above). Writers call it with
+                // the shard lock held, when every pointer in the current
+                // table is a live entry.
+                if !p.is_null() && unsafe { &*p }.key().borrow() == key {
+                    return Some((b * GROUP + i, p));
+                }
+            }
+            if !overflowed(word) {
+                return None;
+            }
+            b = self.next(b);
+        }
+        None
+    }
+
     /// Lock-free lookup.
     ///
     /// The returned entry stays allocated for as long as `_guard` is pinned,
@@ -195,32 +230,10 @@ impl<K, V> RawTable<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let tag = tag_of(hash);
-        let mut b = self.home(hash);
-        for _ in 0..self.buckets.len() {
-            let bucket = &self.buckets[b];
-            let word = bucket.tags.load(Ordering::Acquire);
-            for i in bits(match_byte(word, tag)) {
-                let p = bucket.slots[i].load(Ordering::Acquire);
-                if !p.is_null() {
-                    // SAFETY: `p` was loaded from the table while `_guard` is
-                    // pinned. Writers null a slot before they defer the
-                    // entry's destruction to the epoch collector, so the
-                    // entry cannot be freed before this guard unpins, and the
-                    // Release store that published `p` makes its fields
-                    // visible here (Acquire load above).
-                    let e = unsafe { &*p };
-                    if e.key().borrow() == key {
-                        return Some(e);
-                    }
-                }
-            }
-            if !overflowed(word) {
-                return None;
-            }
-            b = self.next(b);
-        }
-        None
+        let (_, p) = self.locate(hash, key, Ordering::Acquire)?;
+        // SAFETY: see `locate`: loaded while `_guard` is pinned, so the
+        // entry outlives the guard's borrow.
+        Some(unsafe { &*p })
     }
 
     /// Slot of the live entry for `key` (writer only, shard lock held).
@@ -229,25 +242,8 @@ impl<K, V> RawTable<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let tag = tag_of(hash);
-        let mut b = self.home(hash);
-        for _ in 0..self.buckets.len() {
-            let bucket = &self.buckets[b];
-            let word = bucket.tags.load(Ordering::Relaxed);
-            for i in bits(match_byte(word, tag)) {
-                let p = bucket.slots[i].load(Ordering::Relaxed);
-                // SAFETY: with the shard lock held, non-null pointers in the
-                // current table are live entries (see `entry`).
-                if !p.is_null() && unsafe { &*p }.key().borrow() == key {
-                    return Some(b * GROUP + i);
-                }
-            }
-            if !overflowed(word) {
-                return None;
-            }
-            b = self.next(b);
-        }
-        None
+        self.locate(hash, key, Ordering::Relaxed)
+            .map(|(slot, _)| slot)
     }
 
     /// Slots whose tag matches `hash`, in probe order, until the first bucket

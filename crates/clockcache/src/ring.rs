@@ -59,6 +59,28 @@ impl<K, V> Ring<K, V> {
         None
     }
 
+    /// Takes the entry at the head, except `protect`: found at the head, it
+    /// is moved behind the tail and the next entry taken instead. `None` when
+    /// the ring holds nothing but `protect`.
+    pub(crate) fn pop_front_except(
+        &mut self,
+        protect: *const Entry<K, V>,
+    ) -> Option<NonNull<Entry<K, V>>> {
+        let head = self.pop_front()?;
+        if !std::ptr::eq(head.as_ptr(), protect) {
+            return Some(head);
+        }
+        // SAFETY: ring pointers are live entries of the shard (lock held).
+        self.push_back(unsafe { head.as_ref() });
+        let next = self.pop_front()?;
+        if std::ptr::eq(next.as_ptr(), protect) {
+            // SAFETY: as above.
+            self.push_back(unsafe { next.as_ref() });
+            return None;
+        }
+        Some(next)
+    }
+
     /// Removes `e`, which must be in this ring.
     pub(crate) fn remove(&mut self, e: &Entry<K, V>) {
         let idx = e.pos().wrapping_sub(self.head) as usize;
