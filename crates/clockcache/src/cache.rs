@@ -405,6 +405,28 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.remove_if(key, |_| true)
+    }
+
+    /// Removes `key`'s entry only if `pred` accepts its value, atomically
+    /// with respect to other writers of the key (the check and the removal
+    /// happen under the shard lock), and returns the removed value. `pred`
+    /// runs under that lock: it must not call into this cache.
+    ///
+    /// ```
+    /// use clockcache::Cache;
+    ///
+    /// let cache: Cache<&str, u32> = Cache::new(10);
+    /// cache.insert("a", 1);
+    /// assert_eq!(cache.remove_if("a", |v| *v == 2), None); // a newer value stays
+    /// assert_eq!(cache.remove_if("a", |v| *v == 1), Some(1));
+    /// ```
+    pub fn remove_if<Q, F>(&self, key: &Q, pred: F) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        F: FnOnce(&V) -> bool,
+    {
         let hash = self.hash(key);
         let shard = self.shard(hash);
         let guard = epoch::pin();
@@ -412,7 +434,7 @@ where
         let now = self.core.clock.now();
         let removed = {
             let mut inner = shard.inner.lock();
-            let p = shard.remove_locked(&mut inner, hash, key, &mut retired, &guard);
+            let p = shard.remove_locked(&mut inner, hash, key, pred, &mut retired, &guard);
             let change = shard.publish_locked(&mut inner);
             drop(inner);
             self.count_over(change);

@@ -435,13 +435,14 @@ where
         true
     }
 
-    /// Removes the live entry for `key` and returns it (retired, so valid
-    /// while `guard` is pinned).
+    /// Removes the live entry for `key` if `pred` accepts its value, and
+    /// returns it (retired, so valid while `guard` is pinned).
     pub(crate) fn remove_locked<Q>(
         &self,
         inner: &mut Inner<K, V>,
         hash: u64,
         key: &Q,
+        pred: impl FnOnce(&V) -> bool,
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) -> Option<NonNull<Entry<K, V>>>
@@ -452,6 +453,10 @@ where
         let table = self.table(guard);
         let slot = table.find_slot(hash, key)?;
         let p = NonNull::new(table.entry_ptr(slot))?;
+        // SAFETY: the slot's live entry (lock held).
+        if !pred(unsafe { p.as_ref() }.value()) {
+            return None;
+        }
         self.take_locked(inner, p, hash, true, RemovalCause::Removed, retired, guard);
         Some(p)
     }

@@ -539,3 +539,19 @@ fn structure_bytes_are_reported() {
     let per_entry = c.structure_bytes() as f64 / 10_000.0;
     assert!(per_entry > 8.0 && per_entry < 64.0, "{per_entry}");
 }
+
+#[test]
+fn remove_if_checks_the_value_under_the_lock() {
+    let (events, listener) = recording::<u32, u32>();
+    let c: Cache<u32, u32> = Cache::builder()
+        .capacity(10)
+        .eviction_listener(listener)
+        .build();
+    c.insert(1, 10);
+    assert_eq!(c.remove_if(&1, |v| *v == 11), None);
+    assert_eq!(c.get(&1), Some(10));
+    assert_eq!(c.remove_if(&1, |v| *v == 10), Some(10));
+    assert_eq!(c.get(&1), None);
+    assert_eq!(c.remove_if(&2, |_| true), None);
+    assert_eq!(causes(&events), vec![RemovalCause::Removed]);
+}
