@@ -307,30 +307,40 @@ where
         }
     }
 
-    fn insert_inner(&self, key: K, value: V, ttl: Option<Duration>) {
-        let now = self.writer_now(ttl.is_some());
-        let hash = self.hash(&key);
-        let (entry, doa) = self.make_entry(key, value, hash, ttl, now);
+    /// Builds the entry for `key` and inserts it into its shard, whose
+    /// lock the caller holds (`inner`). Returns `insert_locked`'s result.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_built(
+        &self,
+        inner: &mut crate::shard::Inner<K, V>,
+        hash: u64,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        now: u64,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) -> (isize, *const Entry<K, V>) {
         let shard = self.shard(hash);
+        let (entry, doa) = self.make_entry(key, value, hash, ttl, now);
         // SAFETY: just allocated, not shared yet.
         let weight = u64::from(unsafe { entry.as_ref() }.weight);
         let allowance = self.allowance(shard, weight > shard.budget());
+        let hasher = |k: &K| self.hash(k);
+        shard.insert_locked(
+            inner, hash, entry, doa, allowance, now, &hasher, retired, guard,
+        )
+    }
+
+    fn insert_inner(&self, key: K, value: V, ttl: Option<Duration>) {
+        let now = self.writer_now(ttl.is_some());
+        let hash = self.hash(&key);
+        let shard = self.shard(hash);
         let guard = epoch::pin();
         let mut retired = Retired::new();
-        let hasher = |k: &K| self.hash(k);
         let (change, new) = {
             let mut inner = shard.inner.lock();
-            shard.insert_locked(
-                &mut inner,
-                hash,
-                entry,
-                doa,
-                allowance,
-                now,
-                &hasher,
-                &mut retired,
-                &guard,
-            )
+            self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, &guard)
         };
         self.settle(change, new, now, &mut retired, &guard);
         retired.release(self.core.listener.as_ref(), &guard);
@@ -710,23 +720,17 @@ where
         let now = cache.writer_now(false);
         let guard = epoch::pin();
         let mut retired = Retired::new();
-        let hasher = |k: &K| cache.hash(k);
         let mut inner = shard.inner.lock();
         let key = self
             .withdraw(&mut inner)
             .expect("only the leader withdraws its load");
-        let (entry, doa) = cache.make_entry(key, value.clone(), self.hash, None, now);
-        // SAFETY: just allocated, not shared yet.
-        let weight = u64::from(unsafe { entry.as_ref() }.weight);
-        let allowance = cache.allowance(shard, weight > shard.budget());
-        let (change, new) = shard.insert_locked(
+        let (change, new) = cache.insert_built(
             &mut inner,
             self.hash,
-            entry,
-            doa,
-            allowance,
+            key,
+            value.clone(),
+            None,
             now,
-            &hasher,
             &mut retired,
             &guard,
         );

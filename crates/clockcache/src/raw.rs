@@ -196,14 +196,18 @@ impl<K, V> RawTable<K, V> {
             let word = bucket.tags.load(order);
             for i in bits(match_byte(word, tag)) {
                 let p = bucket.slots[i].load(order);
-                // SAFETY: `p` was loaded from the table. Readers call this
-                // pinned, and writers null a slot before they defer the
-                // entry's destruction, so it cannot be freed before the
-                // caller unpins; the Release store that published `p` makes
-                // its fields visible (Acquire above). Writers call it with
-                // the shard lock held, when every pointer in the current
-                // table is a live entry.
-                if !p.is_null() && unsafe { &*p }.key().borrow() == key {
+                if p.is_null() {
+                    continue;
+                }
+                // `p` was loaded from the table. Readers call this pinned,
+                // and writers null a slot before they defer the entry's
+                // destruction, so it cannot be freed before the caller
+                // unpins; the Release store that published `p` makes its
+                // fields visible (Acquire above). Writers call it with the
+                // shard lock held, when every pointer in the table is live.
+                // SAFETY: a live (or pinned-reachable) entry, as argued above.
+                let e = unsafe { &*p };
+                if e.key().borrow() == key {
                     return Some((b * GROUP + i, p));
                 }
             }

@@ -81,11 +81,11 @@ impl<K, V> Retired<K, V> {
                 let _ = std::panic::catch_unwind(call);
             }
             let raw = p.as_ptr();
-            // SAFETY: the entry is unreachable for readers that pin from now
-            // on (its slot was nulled under the lock); readers pinned before
-            // are waited for by the collector. It was allocated by
-            // `recycle::alloc` and is retired exactly once (only the lock holder that unlinked it
-            // holds this pointer).
+            // The entry is unreachable for readers that pin from now on (its
+            // slot was nulled under the lock); readers pinned before are
+            // waited for by the collector. Only the lock holder that unlinked
+            // it holds this pointer, so it is retired exactly once.
+            // SAFETY: unreachable, retired once, allocated by `recycle::alloc`.
             unsafe {
                 guard.defer_unchecked(move || crate::recycle::free(NonNull::new_unchecked(raw)))
             };

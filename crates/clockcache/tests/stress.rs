@@ -4,7 +4,7 @@
 //! and no read returns an expired value or a value never inserted for its
 //! key.
 
-use clockcache::{Cache, EvictionPolicy, MockClock, RemovalCause};
+use clockcache::{Cache, Clock, EvictionPolicy, MockClock, RemovalCause};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -20,14 +20,19 @@ struct Tracked(Arc<Payload>);
 
 struct Payload {
     key: u64,
-    /// Deadline in mock-clock seconds, `u64::MAX` if none.
-    deadline: u64,
+    /// An upper bound of the entry's deadline on the mock clock, in
+    /// nanoseconds: set once `insert_with_ttl` has returned (the clock read
+    /// then, plus the ttl). 0 while unknown, `u64::MAX` for no expiry.
+    latest_deadline: AtomicU64,
 }
 
 impl Tracked {
-    fn new(key: u64, deadline: u64) -> Self {
+    fn new(key: u64, latest_deadline: u64) -> Self {
         CREATED.fetch_add(1, Ordering::SeqCst);
-        Self(Arc::new(Payload { key, deadline }))
+        Self(Arc::new(Payload {
+            key,
+            latest_deadline: AtomicU64::new(latest_deadline),
+        }))
     }
 }
 
@@ -62,23 +67,19 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
             d.fetch_add(1, Ordering::SeqCst);
         })
         .build();
-    let now = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let ticker = {
-        let (clock, now, stop) = (clock.clone(), now.clone(), stop.clone());
+        let (clock, stop) = (clock.clone(), stop.clone());
         thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                // Publish the second we are about to enter only after the
-                // clock is there, so readers compare against a lower bound.
                 clock.advance(Duration::from_secs(1));
-                now.fetch_add(1, Ordering::SeqCst);
                 thread::sleep(Duration::from_millis(1));
             }
         })
     };
     let workers: Vec<_> = (0..threads as u64)
         .map(|t| {
-            let (cache, now) = (cache.clone(), now.clone());
+            let (cache, clock) = (cache.clone(), clock.clone());
             thread::spawn(move || {
                 let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
                 for i in 0..ops {
@@ -88,27 +89,27 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
                     let key = x % 2048;
                     match x >> 60 {
                         0..=7 => {
-                            let before = now.load(Ordering::SeqCst);
+                            let before = clock.now_nanos();
                             if let Some(v) = cache.get(&key) {
                                 assert_eq!(v.0.key, key, "a value of another key");
+                                // A value is returned only before its
+                                // deadline, which is at most `latest`.
+                                let latest = v.0.latest_deadline.load(Ordering::SeqCst);
                                 assert!(
-                                    v.0.deadline >= before,
-                                    "an expired value: deadline {} < now {}",
-                                    v.0.deadline,
-                                    before
+                                    latest == 0 || before < latest,
+                                    "an expired value: deadline at most {latest}, read at {before}"
                                 );
                             }
                         }
                         8..=10 => cache.insert(key, Tracked::new(key, u64::MAX)),
                         11 => {
-                            let s = now.load(Ordering::SeqCst);
-                            // ttl of 1..3 s; the mock clock is at least `s`.
-                            let ttl = 1 + x % 3;
-                            cache.insert_with_ttl(
-                                key,
-                                Tracked::new(key, s + ttl),
-                                Duration::from_secs(ttl),
-                            );
+                            let ttl = Duration::from_secs(1 + x % 3);
+                            let v = Tracked::new(key, 0);
+                            cache.insert_with_ttl(key, v.clone(), ttl);
+                            // The cache read the clock during the insert, so
+                            // its deadline is at most now + ttl.
+                            let latest = clock.now_nanos() + ttl.as_nanos() as u64;
+                            v.0.latest_deadline.store(latest, Ordering::SeqCst);
                         }
                         12 => {
                             cache.remove(&key);
