@@ -17,6 +17,8 @@
 //! `clockcache-stress` binary. `docs/reliability.md` lists every guarantee
 //! and what checks it.
 
+#![warn(missing_docs)]
+
 pub mod cache_ops;
 pub mod cache_ops_threads;
 pub mod memory;
