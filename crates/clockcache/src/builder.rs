@@ -87,7 +87,7 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// A builder with the defaults: capacity [`DEFAULT_CAPACITY`] entries,
-    /// sharding from the capacity and the number of CPUs, S3-FIFO, no
+    /// sharding from the capacity and the number of CPUs, adaptive S3-FIFO, no
     /// expiry, no listener, the system clock.
     pub fn new() -> Self {
         Self {
@@ -165,7 +165,7 @@ where
         self
     }
 
-    /// The eviction policy (default [`EvictionPolicy::S3Fifo`]).
+    /// The eviction policy (default [`EvictionPolicy::Adaptive`]).
     pub fn eviction_policy(mut self, policy: EvictionPolicy) -> Self {
         self.policy = policy;
         self

@@ -17,10 +17,12 @@
 //! have seen it is still pinned.
 //!
 //! Eviction is CLOCK-style: the counters that readers set are what the
-//! writer's hand reads. The default policy, S3-FIFO, keeps new entries on
-//! probation in a small FIFO and promotes only those read again to the main
-//! clock, so scans and one-hit wonders do not flush the working set; plain
-//! CLOCK (an LRU approximation) is one builder call away. Entries can expire
+//! writer's hand reads. The default policy, an adaptive S3-FIFO, keeps new
+//! entries on probation in a small FIFO and promotes only those read again to
+//! the main clock, so scans and one-hit wonders do not flush the working set;
+//! the probation's size adapts from ghost hits, so recency-friendly workloads
+//! are served as well as by LRU. Fixed S3-FIFO and plain CLOCK (an LRU
+//! approximation) are one builder call away. Entries can expire
 //! (a time to live per entry or cache-wide, a time to idle, or a function of
 //! key and value); expired entries are never returned and are reclaimed in
 //! deadline order without scanning the cache.
