@@ -144,14 +144,7 @@ impl Inner {
                     self.invalidate_value(v);
                 }
             }
-            PushKind::Disconnection => {
-                let mut conn = self.conn.write();
-                if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
-                    *conn = None;
-                }
-                drop(conn);
-                self.flush();
-            }
+            PushKind::Disconnection => self.drop_connection(generation),
             _ => {}
         }
     }
@@ -187,6 +180,11 @@ impl Inner {
     }
 
     fn drop_connection(&self, generation: u64) {
+        // Flush before the connection is seen as gone, so that no one who
+        // sees it gone can still find an entry cached while it was up (and
+        // again after, for a fill that raced with the first flush; fills
+        // after that need a connection, and there is none).
+        self.flush();
         let mut conn = self.conn.write();
         if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
             *conn = None;
@@ -499,6 +497,7 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
         if let Some(h) = self.supervisor.lock().take() {
             h.abort();
         }
+        self.inner.flush();
         *self.inner.conn.write() = None;
         self.inner.flush();
         Ok(())
