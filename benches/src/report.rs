@@ -166,6 +166,31 @@ pub struct Goal {
 
 const CC: &str = "clockcache";
 
+/// The hit-ratio goal of one workload or trace cell: clockcache at least
+/// exact LRU, with the differences to quick_cache and moka alongside. `None`
+/// when clockcache or the mutex-LRU did not run there.
+fn hit_goal(cell: String, hr: impl Fn(&str) -> Option<f64>) -> Option<Goal> {
+    let (cc, lru) = (hr(CC)?, hr("mutex-lru")?);
+    let vs = |name: &str| {
+        hr(name).map_or(String::new(), |q| {
+            format!(", vs {name} {:+.2} pt", (cc - q) * 100.0)
+        })
+    };
+    Some(Goal {
+        what: format!("{cell}: hit ratio clockcache - mutex-lru"),
+        target: ">= 0 pt".into(),
+        measured: format!(
+            "{:.2}% vs {:.2}%: {:+.2} pt{}{}",
+            cc * 100.0,
+            lru * 100.0,
+            (cc - lru) * 100.0,
+            vs("quick_cache"),
+            vs("moka")
+        ),
+        met: Some(cc >= lru),
+    })
+}
+
 impl Report {
     fn cell(&self, workload: &str, cache: &str, threads: usize) -> Option<&Cell> {
         self.cells
@@ -214,6 +239,25 @@ impl Report {
     fn hit_threads(&self, workload: &str) -> Option<usize> {
         let t = self.threads_of(workload);
         t.contains(&2).then_some(2).or(t.first().copied())
+    }
+
+    /// The (trace, capacity) pairs replayed, in replay order.
+    fn trace_keys(&self) -> Vec<(String, usize)> {
+        let mut keys: Vec<(String, usize)> = self
+            .traces
+            .iter()
+            .map(|t| (t.trace.clone(), t.capacity))
+            .collect();
+        keys.dedup();
+        keys
+    }
+
+    /// Hit ratio (0..1) of `cache` replaying `trace` at `capacity`.
+    fn trace_hit(&self, trace: &str, capacity: usize, cache: &str) -> Option<f64> {
+        self.traces
+            .iter()
+            .find(|t| t.trace == trace && t.capacity == capacity && t.cache == cache)
+            .map(|t| t.hit_ratio)
     }
 
     /// The issue's goals, evaluated on this run.
@@ -303,79 +347,20 @@ impl Report {
                 continue;
             };
             let hr = |c: &str| self.cell(&w, c, t).and_then(|c| c.hit_ratio);
-            let (Some(cc), Some(lru)) = (hr(CC), hr("mutex-lru")) else {
-                continue;
-            };
-            let qc = hr("quick_cache").map_or(String::new(), |q| {
-                format!(", vs quick_cache {:+.2} pt", (cc - q) * 100.0)
-            });
-            let mk = hr("moka").map_or(String::new(), |q| {
-                format!(", vs moka {:+.2} pt", (cc - q) * 100.0)
-            });
-            g.push(Goal {
-                what: format!("{w}, {t} threads: hit ratio clockcache - mutex-lru"),
-                target: ">= 0 pt".into(),
-                measured: format!(
-                    "{:.2}% vs {:.2}%: {:+.2} pt{qc}{mk}",
-                    cc * 100.0,
-                    lru * 100.0,
-                    (cc - lru) * 100.0
-                ),
-                met: Some(cc >= lru),
-            });
+            g.extend(hit_goal(format!("{w}, {t} threads"), hr));
         }
-        let mut keys: Vec<(String, usize)> = self
-            .traces
-            .iter()
-            .map(|t| (t.trace.clone(), t.capacity))
-            .collect();
-        keys.dedup();
-        for (tr, cap) in keys {
-            let hr = |c: &str| {
-                self.traces
-                    .iter()
-                    .find(|t| t.trace == tr && t.capacity == cap && t.cache == c)
-                    .map(|t| t.hit_ratio)
-            };
-            let (Some(cc), Some(lru)) = (hr(CC), hr("mutex-lru")) else {
-                continue;
-            };
-            let qc = hr("quick_cache").map_or(String::new(), |q| {
-                format!(", vs quick_cache {:+.2} pt", (cc - q) * 100.0)
-            });
-            let mk = hr("moka").map_or(String::new(), |q| {
-                format!(", vs moka {:+.2} pt", (cc - q) * 100.0)
-            });
-            g.push(Goal {
-                what: format!("trace {tr} at {cap}: hit ratio clockcache - mutex-lru"),
-                target: ">= 0 pt".into(),
-                measured: format!(
-                    "{:.2}% vs {:.2}%: {:+.2} pt{qc}{mk}",
-                    cc * 100.0,
-                    lru * 100.0,
-                    (cc - lru) * 100.0
-                ),
-                met: Some(cc >= lru),
-            });
+        for (tr, cap) in self.trace_keys() {
+            let hr = |c: &str| self.trace_hit(&tr, cap, c);
+            g.extend(hit_goal(format!("trace {tr} at {cap}"), hr));
         }
         // Issue 6 (eviction policy): every trace cell within 0.5 pt of exact
         // LRU, the mean within 1 pt of the best of LRU, quick_cache and moka,
         // and throughput not more than 5% below plain CLOCK.
         let cells: Vec<(f64, f64, f64)> = {
-            let mut keys: Vec<(String, usize)> = self
-                .traces
-                .iter()
-                .map(|t| (t.trace.clone(), t.capacity))
-                .collect();
-            keys.dedup();
-            keys.into_iter()
+            self.trace_keys()
+                .into_iter()
                 .filter_map(|(tr, cap)| {
-                    let hr = |c: &str| {
-                        self.traces
-                            .iter()
-                            .find(|t| t.trace == tr && t.capacity == cap && t.cache == c)
-                            .map(|t| t.hit_ratio * 100.0)
-                    };
+                    let hr = |c: &str| self.trace_hit(&tr, cap, c).map(|h| h * 100.0);
                     let lru = hr("mutex-lru")?;
                     let best = [hr("quick_cache"), hr("moka")]
                         .into_iter()
