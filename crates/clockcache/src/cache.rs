@@ -234,13 +234,16 @@ where
     }
 
     /// Builds an entry: weight, deadline, and whether it cannot stay.
+    #[allow(clippy::too_many_arguments)]
     fn make_entry(
         &self,
+        inner: &mut crate::shard::Inner<K, V>,
         key: K,
         value: V,
         hash: u64,
         ttl: Option<Duration>,
         now: u64,
+        retired: &mut Retired<K, V>,
     ) -> (NonNull<Entry<K, V>>, Option<RemovalCause>) {
         let core = &*self.core;
         let weight = core.weigher.as_ref().map_or(1, |w| w(&key, &value));
@@ -268,7 +271,10 @@ where
             None
         };
         (
-            crate::recycle::alloc(Entry::new(key, value, hash, weight, deadline, idle)),
+            inner.alloc(
+                Entry::new(key, value, hash, weight, deadline, idle),
+                retired,
+            ),
             doa,
         )
     }
@@ -322,7 +328,7 @@ where
         guard: &Guard,
     ) -> (isize, *const Entry<K, V>) {
         let shard = self.shard(hash);
-        let (entry, doa) = self.make_entry(key, value, hash, ttl, now);
+        let (entry, doa) = self.make_entry(inner, key, value, hash, ttl, now, retired);
         // SAFETY: just allocated, not shared yet.
         let weight = u64::from(unsafe { entry.as_ref() }.weight);
         let allowance = self.allowance(shard, weight > shard.budget());
@@ -550,6 +556,7 @@ where
             {
                 let mut inner = shard.inner.lock();
                 shard.retain_locked(&mut inner, now, &mut keep, &mut retired, &guard);
+                shard.seal_locked(&mut inner, &guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
@@ -567,6 +574,7 @@ where
             {
                 let mut inner = shard.inner.lock();
                 shard.clear_locked(&mut inner, &mut retired, &guard);
+                shard.seal_locked(&mut inner, &guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
@@ -587,6 +595,7 @@ where
             {
                 let mut inner = shard.inner.lock();
                 total += shard.purge_locked(&mut inner, now, usize::MAX, &mut retired, &guard);
+                shard.seal_locked(&mut inner, &guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
@@ -649,9 +658,10 @@ where
     }
 
     /// Heap bytes held by the cache's own structures (tables, queues, ghost,
-    /// deadline index), not counting the entries themselves (one allocation
-    /// of `size_of::<K>() + size_of::<V>() + 24` bytes, rounded up to
-    /// 8, each) nor what keys and values own.
+    /// deadline index, and slab blocks that hold no live entry), not
+    /// counting the live entries themselves (`size_of::<K>() +
+    /// size_of::<V>() + 24` bytes, rounded up to the alignment, each) nor
+    /// what keys and values own.
     pub fn structure_bytes(&self) -> usize {
         let guard = epoch::pin();
         self.core

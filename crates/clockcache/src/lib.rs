@@ -82,9 +82,9 @@ mod iter;
 mod loader;
 mod policy;
 mod raw;
-mod recycle;
 mod ring;
 mod shard;
+mod slab;
 mod stats;
 mod sync;
 

@@ -186,7 +186,7 @@ impl<K, V> RawTable<K, V> {
     #[inline]
     fn step(&self, hash: u64) -> usize {
         let n = self.buckets.len() as u64;
-        (1 + ((hash & 0xFFFF) * n.saturating_sub(1) >> 16)) as usize
+        (1 + (((hash & 0xFFFF) * n.saturating_sub(1)) >> 16)) as usize
     }
 
     /// The bucket after `b` on a probe of stride `step`.

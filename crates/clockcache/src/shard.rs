@@ -11,6 +11,7 @@ use crate::entry::{Entry, NEVER};
 use crate::expiry::DeadlineIndex;
 use crate::policy::{EvictionPolicy, Policy};
 use crate::raw::RawTable;
+use crate::slab::Slab;
 use crate::stats::WriteCounters;
 use crate::sync::epoch::{self, Guard, Owned};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -36,6 +37,8 @@ pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(&K, &V, RemovalCause) + S
 pub(crate) struct Retired<K, V> {
     inline: [Option<Departure<K, V>>; INLINE_RETIRED],
     more: Vec<Departure<K, V>>,
+    /// Entries of reclaimed slab blocks, dropped once the lock is released.
+    pub(crate) drops: Vec<Entry<K, V>>,
 }
 
 /// An entry taken out, with the cause the listener will be given.
@@ -48,6 +51,7 @@ impl<K, V> Retired<K, V> {
         Self {
             inline: [None; INLINE_RETIRED],
             more: Vec::new(),
+            drops: Vec::new(),
         }
     }
 
@@ -66,46 +70,24 @@ impl<K, V> Retired<K, V> {
     }
 
     /// Calls the listener once per entry (outside every lock; a panicking
-    /// listener is contained), then hands each entry to the epoch collector,
-    /// which frees it once no reader can hold it.
-    pub(crate) fn release(mut self, listener: Option<&Listener<K, V>>, guard: &Guard) {
-        for (p, cause) in self.take_all() {
-            if let Some(l) = listener {
-                // SAFETY: `p` was unlinked from the table and its queue under
-                // the shard lock and has not been handed to the collector
-                // yet, so it is still allocated and no writer touches it.
+    /// listener is contained). `_guard` must have been pinned since before
+    /// the entries were unlinked: the slab reuses their blocks only once
+    /// every such guard is gone.
+    pub(crate) fn release(mut self, listener: Option<&Listener<K, V>>, _guard: &Guard) {
+        if let Some(l) = listener {
+            for (p, cause) in self.take_all() {
+                // SAFETY: `p` was unlinked and retired to its shard's slab
+                // under the shard lock while `_guard` was pinned, so its
+                // block is not reused before `_guard` unpins; no writer
+                // touches a retired entry.
                 let e = unsafe { p.as_ref() };
                 let call = std::panic::AssertUnwindSafe(|| l(e.key(), e.value(), cause));
-                // A panicking listener must not leak the remaining entries
+                // A panicking listener must not skip the remaining entries
                 // nor poison the cache; the panic hook has already reported it.
                 let _ = std::panic::catch_unwind(call);
             }
-            let raw = p.as_ptr();
-            // The entry is unreachable for readers that pin from now on (its
-            // slot was nulled under the lock); readers pinned before are
-            // waited for by the collector. Only the lock holder that unlinked
-            // it holds this pointer, so it is retired exactly once.
-            // SAFETY: unreachable, retired once, allocated by `recycle::alloc`.
-            unsafe {
-                guard.defer_unchecked(move || crate::recycle::free(NonNull::new_unchecked(raw)))
-            };
         }
-    }
-}
-
-impl<K, V> Drop for Retired<K, V> {
-    fn drop(&mut self) {
-        // Only reached with entries left if `release` was never called (a
-        // panic between unlinking and releasing): free them the slow, safe
-        // way.
-        if self.inline[0].is_some() {
-            let guard = epoch::pin();
-            let rest = Retired {
-                inline: std::mem::replace(&mut self.inline, [None; INLINE_RETIRED]),
-                more: std::mem::take(&mut self.more),
-            };
-            rest.release(None, &guard);
-        }
+        // `self.drops` (reclaimed entries) is dropped here, outside the lock.
     }
 }
 
@@ -129,6 +111,8 @@ pub(crate) struct Inner<K, V> {
     /// weigher): the table never grows past what that needs.
     item_limit: usize,
     pub(crate) loading: Vec<Loading<K, V>>,
+    /// Where this shard's entries live.
+    slab: Slab<Entry<K, V>>,
 }
 
 pub(crate) struct Shard<K, V> {
@@ -144,6 +128,17 @@ pub(crate) struct Shard<K, V> {
 
 /// Hashes a key the way the cache does.
 pub(crate) type HashFn<'a, K> = &'a dyn Fn(&K) -> u64;
+
+impl<K, V> Inner<K, V> {
+    /// Moves `entry` into a block of the shard's slab.
+    pub(crate) fn alloc(
+        &mut self,
+        entry: Entry<K, V>,
+        retired: &mut Retired<K, V>,
+    ) -> NonNull<Entry<K, V>> {
+        self.slab.alloc(entry, &mut retired.drops)
+    }
+}
 
 impl<K, V> Shard<K, V>
 where
@@ -163,6 +158,7 @@ where
                 over: false,
                 item_limit,
                 loading: Vec::new(),
+                slab: Slab::new(item_limit),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
@@ -248,10 +244,9 @@ where
             }
             WriteCounters::add(&self.counters.updates, 1);
             // SAFETY: non-null (it was the slot's live entry).
-            retired.push(
-                unsafe { NonNull::new_unchecked(old) },
-                RemovalCause::Replaced,
-            );
+            let old = unsafe { NonNull::new_unchecked(old) };
+            inner.slab.retire(old, guard);
+            retired.push(old, RemovalCause::Replaced);
         } else {
             let table = if table.needs_rehash() {
                 self.rehash_locked(inner, guard)
@@ -268,7 +263,7 @@ where
             inner.deadlines.file(deadline, hash);
         }
         if let Some(cause) = dead_on_arrival {
-            // SAFETY: `raw` is non-null (from `recycle::alloc`).
+            // SAFETY: `raw` is non-null (from the slab).
             let p = unsafe { NonNull::new_unchecked(raw) };
             self.take_locked(inner, p, hash, true, cause, retired, guard);
         }
@@ -346,6 +341,7 @@ where
             RemovalCause::Replaced => &c.updates,
         };
         WriteCounters::add(counter, 1);
+        inner.slab.retire(p, guard);
         retired.push(p, cause);
     }
 
@@ -504,11 +500,19 @@ where
         let all = inner.policy.drain();
         WriteCounters::add(&self.counters.removals, all.len() as u64);
         for p in all {
+            inner.slab.retire(p, guard);
             retired.push(p, RemovalCause::Cleared);
         }
         inner.deadlines.clear();
         inner.weight = 0;
         inner.len = 0;
+    }
+
+    /// Hands the entries retired so far, however few, to the collector, so
+    /// that a bulk removal's values are dropped soon even if the shard sees
+    /// no more writes (otherwise a batch waits for 64 retirements).
+    pub(crate) fn seal_locked(&self, inner: &mut Inner<K, V>, guard: &Guard) {
+        inner.slab.seal(guard);
     }
 
     /// Publishes the counts after any `*_locked` call that did not (all but
@@ -519,19 +523,25 @@ where
 
     /// Heap bytes held by this shard's structures, entries excluded.
     pub(crate) fn structure_bytes(&self, inner: &Inner<K, V>, guard: &Guard) -> usize {
-        self.table(guard).heap_bytes() + inner.policy.heap_bytes() + inner.deadlines.heap_bytes()
+        self.table(guard).heap_bytes()
+            + inner.policy.heap_bytes()
+            + inner.deadlines.heap_bytes()
+            + inner.slab.overhead_bytes()
     }
 }
 
 impl<K, V> Drop for Shard<K, V> {
     fn drop(&mut self) {
         // No handle on the cache is left, hence no reader and no writer.
-        let entries = self.inner.lock().policy.drain();
-        for p in entries {
-            // SAFETY: every live entry sits in exactly one queue and is
-            // referenced nowhere else once the cache is gone; it was
-            // allocated by `Box`.
-            unsafe { crate::recycle::free(p) };
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        // SAFETY: no thread can hold an entry of this shard any more, so the
+        // unprotected guard's immediate execution of deferred work is sound.
+        let guard = unsafe { epoch::unprotected() };
+        for p in inner.policy.drain() {
+            // Every live entry sits in exactly one queue; the slab drops it
+            // with the retired ones (the unprotected guard defers nothing).
+            inner.slab.retire(p, guard);
         }
         let table = std::mem::replace(&mut self.table, epoch::Atomic::null());
         // SAFETY: the table pointer is never null and nothing else can reach
