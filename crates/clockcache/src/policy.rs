@@ -233,17 +233,24 @@ const MIN_SMALL_PERCENT: u64 = 1;
 const MAX_SMALL_PERCENT: u64 = 90;
 
 impl<K, V> Policy<K, V> {
-    pub(crate) fn new(kind: EvictionPolicy, budget: u64, expected_items: usize) -> Self {
+    /// `expected_items`: what the rings start with; `item_limit`: what the
+    /// shard's budget lets them hold at most (without a weigher).
+    pub(crate) fn new(
+        kind: EvictionPolicy,
+        budget: u64,
+        expected_items: usize,
+        item_limit: usize,
+    ) -> Self {
         let (small_cap, main_cap) = match kind {
             EvictionPolicy::Clock => (0, expected_items),
-            EvictionPolicy::S3Fifo | EvictionPolicy::Adaptive => {
-                (expected_items / 8, expected_items)
-            }
+            // Until the shard first fills, every new entry waits in the
+            // small FIFO; the main ring grows as entries are promoted.
+            EvictionPolicy::S3Fifo | EvictionPolicy::Adaptive => (expected_items, 0),
         };
         Self {
             kind,
-            small: Ring::with_capacity(small_cap),
-            main: Ring::with_capacity(main_cap),
+            small: Ring::new(small_cap, item_limit),
+            main: Ring::new(main_cap, item_limit),
             small_weight: 0,
             main_weight: 0,
             small_target: (budget * SMALL_SHARE_PERCENT / 100).max(1),

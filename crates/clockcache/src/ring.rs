@@ -30,8 +30,14 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// Fewest cells a ring grows or shrinks by.
+const MIN_GROWTH: usize = 64;
+
 pub(crate) struct Ring<K, V> {
     cells: VecDeque<Option<NonNull<Entry<K, V>>>>,
+    /// Most entries the ring is expected to hold (its shard's item limit):
+    /// it doubles up to that, then grows by an eighth.
+    limit: usize,
     /// Logical position of `cells[0]` (positions wrap around `u32`; a ring
     /// never holds anywhere near 2^32 cells).
     head: u32,
@@ -46,9 +52,10 @@ unsafe impl<K: Send + Sync, V: Send + Sync> Send for Ring<K, V> {}
 unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Ring<K, V> {}
 
 impl<K, V> Ring<K, V> {
-    pub(crate) fn with_capacity(n: usize) -> Self {
+    pub(crate) fn new(initial: usize, limit: usize) -> Self {
         Self {
-            cells: VecDeque::with_capacity(n),
+            cells: VecDeque::with_capacity(initial),
+            limit,
             head: 0,
             holes: 0,
         }
@@ -61,6 +68,16 @@ impl<K, V> Ring<K, V> {
 
     /// Appends an entry at the tail.
     pub(crate) fn push_back(&mut self, e: &Entry<K, V>) {
+        let (len, cap) = (self.cells.len(), self.cells.capacity());
+        if len == cap {
+            // Sized to the shard, not to the next power of two.
+            let target = if cap < self.limit {
+                (cap * 2).min(self.limit)
+            } else {
+                cap + cap / 8
+            };
+            self.cells.reserve_exact(target.max(cap + MIN_GROWTH) - len);
+        }
         e.set_pos(self.head.wrapping_add(self.cells.len() as u32));
         self.cells.push_back(Some(NonNull::from(e)));
     }
@@ -71,6 +88,7 @@ impl<K, V> Ring<K, V> {
             self.head = self.head.wrapping_add(1);
             match cell {
                 Some(p) => {
+                    self.shrink_if_sparse();
                     // The hand visits entries in ring order, each a likely
                     // cache miss: start loading one a few places ahead.
                     if let Some(Some(ahead)) = self.cells.get(PREFETCH_AHEAD) {
@@ -131,6 +149,17 @@ impl<K, V> Ring<K, V> {
         self.cells[idx] = Some(NonNull::from(new));
     }
 
+    /// Gives memory back once the ring holds under a quarter of its cells
+    /// (a probationary FIFO that held the whole shard while it filled, or
+    /// whose share the adaptive policy lowered).
+    #[inline]
+    fn shrink_if_sparse(&mut self) {
+        let len = self.cells.len();
+        if self.cells.capacity() > 4 * len + 4 * MIN_GROWTH {
+            self.cells.shrink_to(2 * len + MIN_GROWTH);
+        }
+    }
+
     fn compact(&mut self) {
         self.cells.retain(|c| c.is_some());
         self.holes = 0;
@@ -160,5 +189,33 @@ impl<K, V> Ring<K, V> {
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.cells.capacity() * std::mem::size_of::<Option<NonNull<Entry<K, V>>>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_to_its_limit_not_a_power_of_two_and_shrinks_when_sparse() {
+        let entries: Vec<Entry<u64, u64>> = (0..1000)
+            .map(|k| Entry::new(k, k, k, 1, u64::MAX, false))
+            .collect();
+        let mut ring = Ring::new(16, 1000);
+        for e in &entries {
+            ring.push_back(e);
+        }
+        let cap = ring.cells.capacity();
+        assert!((1000..1000 + MIN_GROWTH).contains(&cap), "capacity {cap}");
+        for _ in 0..900 {
+            ring.pop_front().unwrap();
+        }
+        assert_eq!(ring.len(), 100);
+        assert!(ring.cells.capacity() <= 4 * 100 + 4 * MIN_GROWTH);
+        // Still a FIFO, positions intact: removal from the middle works.
+        ring.remove(&entries[950]);
+        let left: Vec<_> = ring.iter().collect();
+        assert_eq!(left.len(), 99);
+        assert_eq!(left[0], NonNull::from(&entries[900]));
     }
 }

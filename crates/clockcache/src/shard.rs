@@ -150,7 +150,7 @@ where
             table: epoch::Atomic::new(RawTable::for_items(initial)),
             budget,
             inner: Mutex::new(Inner {
-                policy: Policy::new(policy, budget, initial),
+                policy: Policy::new(policy, budget, initial, item_limit),
                 deadlines: DeadlineIndex::default(),
                 weight: 0,
                 len: 0,

@@ -43,6 +43,18 @@ mod imp {
     const MIN_CHUNK: usize = 32;
     const MAX_CHUNK: usize = 4096;
 
+    /// `n` blocks, or a few more so that a large chunk fills its last page:
+    /// the allocator maps large chunks as whole pages plus a small header.
+    fn fill_pages<T>(n: usize) -> usize {
+        const PAGE: usize = 4096;
+        const HEADER: usize = 16;
+        let size = std::mem::size_of::<T>();
+        if size == 0 || n * size < 32 * PAGE {
+            return n;
+        }
+        ((n * size + HEADER).next_multiple_of(PAGE) - HEADER) / size
+    }
+
     /// Retired blocks whose values are still live, waiting for `ready`.
     struct Batch<T> {
         ready: Arc<AtomicBool>,
@@ -138,6 +150,7 @@ mod imp {
                     // Past the limit only by blocks in limbo: small steps.
                     (total / 64).clamp(MIN_CHUNK, MAX_CHUNK)
                 };
+                let n = fill_pages::<T>(n);
                 let layout = Layout::array::<T>(n).expect("chunk size fits in memory");
                 let base = if layout.size() == 0 {
                     NonNull::dangling()
