@@ -148,20 +148,103 @@ impl Generations {
     }
 }
 
-/// Fingerprints of recently evicted keys (about 1% false positives, no
-/// false negatives): those evicted within the last `cap` evictions, and,
-/// apart, those within the last `window`, so that a hit can tell whether the
-/// key came back soon.
-struct Ghost {
-    all: Generations,
-    recent: Generations,
+/// One index of [`LongMemory`]: for each origin queue, its current and
+/// previous generation's word, in one aligned 32-byte block, so that one
+/// cache line answers for both queues and both generations.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Block([u64; 4]);
+
+/// The long memory of both ghosts: keys evicted from probation (S3-FIFO's
+/// ghost, ARC's B1) and from the main clock (ARC's B2) within the last
+/// `cap` evictions of each, as two generations of blocked Bloom filter per
+/// queue. The four filters share their index, so `admit` pays one cache
+/// miss for all of them, not four.
+struct LongMemory {
+    blocks: Box<[Block]>,
+    /// Per origin queue: which of its two words is the current generation.
+    current: [usize; 2],
+    /// Per origin queue: keys inserted into its current generation.
+    inserted: [usize; 2],
 }
 
-impl Ghost {
+impl LongMemory {
     fn new() -> Self {
         Self {
-            all: Generations::new(),
-            recent: Generations::new(),
+            blocks: vec![Block::default(); Bloom::words_for(0)].into_boxed_slice(),
+            current: [0; 2],
+            inserted: [0; 2],
+        }
+    }
+
+    #[inline]
+    fn block(&self, fp: u64) -> usize {
+        (fp as usize) & (self.blocks.len() - 1)
+    }
+
+    /// Column of `origin`'s current (or previous) generation.
+    #[inline]
+    fn column(&self, origin: Queue, current: bool) -> usize {
+        let o = origin as usize;
+        2 * o + (self.current[o] ^ usize::from(!current))
+    }
+
+    fn insert(&mut self, fp: u64, origin: Queue, per_generation: usize) {
+        let o = origin as usize;
+        let capacity = self.blocks.len() * 64 / GHOST_BITS_PER_KEY;
+        if self.inserted[o] >= per_generation.min(capacity) {
+            let want = Bloom::words_for(per_generation);
+            if want > self.blocks.len() {
+                // The shard grew: a larger filter for both queues (both
+                // forget; growing happens while the cache fills, when there
+                // is little to remember).
+                *self = Self {
+                    blocks: vec![Block::default(); want].into_boxed_slice(),
+                    current: [0; 2],
+                    inserted: [0; 2],
+                };
+            } else {
+                // Drop the previous generation; it becomes the new current.
+                let old = self.column(origin, false);
+                for b in self.blocks.iter_mut() {
+                    b.0[old] = 0;
+                }
+                self.current[o] ^= 1;
+                self.inserted[o] = 0;
+            }
+        }
+        let (i, c) = (self.block(fp), self.column(origin, true));
+        self.blocks[i].0[c] |= Bloom::bits(fp, origin);
+        self.inserted[o] += 1;
+    }
+
+    #[inline]
+    fn contains(&self, fp: u64, origin: Queue) -> bool {
+        let bits = Bloom::bits(fp, origin);
+        let b = &self.blocks[self.block(fp)].0;
+        let o = 2 * origin as usize;
+        b[o] & bits == bits || b[o + 1] & bits == bits
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<Block>()
+    }
+}
+
+/// Fingerprints of recently evicted keys (about 1% false positives, no
+/// false negatives), per origin queue: those evicted within the last `cap`
+/// evictions, and, apart, those within the last `window`, so that a hit can
+/// tell whether the key came back soon.
+struct Ghosts {
+    long: LongMemory,
+    recent: [Generations; 2],
+}
+
+impl Ghosts {
+    fn new() -> Self {
+        Self {
+            long: LongMemory::new(),
+            recent: [Generations::new(), Generations::new()],
         }
     }
 
@@ -169,14 +252,14 @@ impl Ghost {
     /// whether it left recently.
     #[inline]
     fn lookup(&self, fp: u64, origin: Queue) -> Option<bool> {
-        self.all
+        self.long
             .contains(fp, origin)
-            .then(|| self.recent.contains(fp, origin))
+            .then(|| self.recent[origin as usize].contains(fp, origin))
     }
 
     fn insert(&mut self, fp: u64, origin: Queue, cap: usize, window: usize) {
-        self.all.insert(fp, origin, cap.div_ceil(2).max(8));
-        self.recent.insert(fp, origin, window.div_ceil(2).max(4));
+        self.long.insert(fp, origin, cap.div_ceil(2).max(8));
+        self.recent[origin as usize].insert(fp, origin, window.div_ceil(2).max(4));
     }
 
     fn clear(&mut self) {
@@ -184,7 +267,12 @@ impl Ghost {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.all.heap_bytes() + self.recent.heap_bytes()
+        self.long.heap_bytes()
+            + self
+                .recent
+                .iter()
+                .map(Generations::heap_bytes)
+                .sum::<usize>()
     }
 }
 
@@ -218,11 +306,10 @@ pub(crate) struct Policy<K, V> {
     main_weight: u64,
     small_target: u64,
     budget: u64,
-    /// Keys evicted unread from probation (S3-FIFO's ghost; ARC's B1).
-    ghost: Ghost,
-    /// Keys evicted from the main clock (adaptive only; ARC's B2). Apart
-    /// from `ghost`, so that each remembers its own queue's history.
-    ghost_main: Ghost,
+    /// Keys evicted unread from probation (S3-FIFO's ghost; ARC's B1) and,
+    /// adaptive only, from the main clock (ARC's B2), each origin with its
+    /// own history.
+    ghosts: Ghosts,
 }
 
 /// Share of a shard's budget given to the S3-FIFO probationary queue (the
@@ -255,8 +342,7 @@ impl<K, V> Policy<K, V> {
             main_weight: 0,
             small_target: (budget * SMALL_SHARE_PERCENT / 100).max(1),
             budget,
-            ghost: Ghost::new(),
-            ghost_main: Ghost::new(),
+            ghosts: Ghosts::new(),
         }
     }
 
@@ -265,7 +351,7 @@ impl<K, V> Policy<K, V> {
         let fp = fingerprint(hash);
         let to_main = match self.kind {
             EvictionPolicy::Clock => true,
-            EvictionPolicy::S3Fifo => self.ghost.lookup(fp, Queue::Small).is_some(),
+            EvictionPolicy::S3Fifo => self.ghosts.lookup(fp, Queue::Small).is_some(),
             EvictionPolicy::Adaptive => {
                 // A key back soon after leaving one queue (within about as
                 // many evictions as probation holds entries) would have been
@@ -273,13 +359,13 @@ impl<K, V> Policy<K, V> {
                 // towards it by the entry's weight. Keys back after longer
                 // say nothing about the split and only skip probation.
                 let w = u64::from(e.weight).max(1);
-                if let Some(recent) = self.ghost_main.lookup(fp, Queue::Main) {
+                if let Some(recent) = self.ghosts.lookup(fp, Queue::Main) {
                     if recent {
                         let min = (self.budget * MIN_SMALL_PERCENT / 100).max(1);
                         self.small_target = self.small_target.saturating_sub(w).max(min);
                     }
                     true
-                } else if let Some(recent) = self.ghost.lookup(fp, Queue::Small) {
+                } else if let Some(recent) = self.ghosts.lookup(fp, Queue::Small) {
                     if recent {
                         let max = (self.budget * MAX_SMALL_PERCENT / 100).max(1);
                         self.small_target = (self.small_target + w).min(max);
@@ -366,11 +452,7 @@ impl<K, V> Policy<K, V> {
             EvictionPolicy::Adaptive => true,
         };
         if remember {
-            let ghost = match from {
-                Queue::Small => &mut self.ghost,
-                Queue::Main => &mut self.ghost_main,
-            };
-            ghost.insert(fingerprint(hash), from, cap, window);
+            self.ghosts.insert(fingerprint(hash), from, cap, window);
         }
     }
 
@@ -437,8 +519,7 @@ impl<K, V> Policy<K, V> {
         all.extend(self.main.drain());
         self.small_weight = 0;
         self.main_weight = 0;
-        self.ghost.clear();
-        self.ghost_main.clear();
+        self.ghosts.clear();
         all
     }
 
@@ -449,9 +530,6 @@ impl<K, V> Policy<K, V> {
 
     /// Heap bytes held by the queues and the ghost.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.small.heap_bytes()
-            + self.main.heap_bytes()
-            + self.ghost.heap_bytes()
-            + self.ghost_main.heap_bytes()
+        self.small.heap_bytes() + self.main.heap_bytes() + self.ghosts.heap_bytes()
     }
 }
