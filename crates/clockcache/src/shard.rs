@@ -16,6 +16,7 @@ use crate::stats::WriteCounters;
 use crate::sync::epoch::{self, Guard, Owned};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::RemovalCause;
+use crossbeam_utils::CachePadded;
 use std::borrow::Borrow;
 use std::ptr::NonNull;
 
@@ -116,7 +117,11 @@ pub(crate) struct Inner<K, V> {
 }
 
 pub(crate) struct Shard<K, V> {
-    table: epoch::Atomic<RawTable<K, V>>,
+    /// The only field readers load: on a cache line of its own (and the
+    /// shard aligned to one), so that writers updating the lock, the
+    /// mirrors and the counters of this shard or the one before it in the
+    /// array do not invalidate it under the readers.
+    table: CachePadded<epoch::Atomic<RawTable<K, V>>>,
     /// The shard's share of the capacity (also in `Inner`, for the lock
     /// holder).
     budget: u64,
@@ -147,7 +152,7 @@ where
     pub(crate) fn new(budget: u64, policy: EvictionPolicy, item_limit: usize) -> Self {
         let initial = item_limit.min(INITIAL_ITEMS);
         Self {
-            table: epoch::Atomic::new(RawTable::for_items(initial)),
+            table: CachePadded::new(epoch::Atomic::new(RawTable::for_items(initial))),
             budget,
             inner: Mutex::new(Inner {
                 policy: Policy::new(policy, budget, initial, item_limit),
@@ -543,7 +548,7 @@ impl<K, V> Drop for Shard<K, V> {
             // with the retired ones (the unprotected guard defers nothing).
             inner.slab.retire(p, guard);
         }
-        let table = std::mem::replace(&mut self.table, epoch::Atomic::null());
+        let table = std::mem::replace(&mut *self.table, epoch::Atomic::null());
         // SAFETY: the table pointer is never null and nothing else can reach
         // it any more; it was allocated by `Owned`. Dropping it frees only
         // its arrays.
