@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use clockcache_bench::adapters::{CacheKind, CacheSpec};
 use clockcache_bench::child::{self, ExpiryParams, ExpiryResult, MemResult};
 use clockcache_bench::report::{Cell, Machine, Report, TraceCell};
-use clockcache_bench::runner::{timer_overhead, RunOnce, RunParams};
+use clockcache_bench::runner::{timer_overhead, RunOnce, RunParams, Solo};
 use clockcache_bench::trace::{self, Replay, Trace};
 use clockcache_bench::workload::{self, GenParams, Mix, Workload};
 
@@ -107,6 +107,33 @@ enum ChildCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Replays one thread's ops on one cache, single-threaded, for a
+    /// profiler: `valgrind --tool=cachegrind clockcache-bench profile clockcache`.
+    Profile {
+        /// Cache name.
+        cache: String,
+        /// Mix: read-heavy, write-heavy, get-only, insert-only, scan, loop.
+        #[arg(long, default_value = "read-heavy")]
+        workload: String,
+        /// Zipf exponent.
+        #[arg(long, default_value_t = 0.99)]
+        zipf: f64,
+        /// Ops in the sequence.
+        #[arg(long, default_value_t = 1_000_000)]
+        ops: usize,
+        /// Times the sequence is applied.
+        #[arg(long, default_value_t = 2)]
+        passes: usize,
+        /// Cache capacity in entries.
+        #[arg(long, default_value_t = 100_000)]
+        capacity: usize,
+        /// Distinct Zipf keys.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Seed of the key generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Runs the expiry churn on one cache and prints JSON (run by the harness).
     #[command(hide = true)]
     ExpiryChild {
@@ -141,6 +168,16 @@ fn workspace_root() -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
+
+/// Every mix, in report order.
+const ALL_MIXES: [Mix; 6] = [
+    Mix::ReadHeavy,
+    Mix::WriteHeavy,
+    Mix::GetOnly,
+    Mix::InsertOnly,
+    Mix::ScanPolluted,
+    Mix::Loop,
+];
 
 fn mix_name(m: Mix) -> &'static str {
     match m {
@@ -244,17 +281,7 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
     ));
     if let Some(ws) = &cli.workloads {
         for w in ws {
-            if ![
-                Mix::ReadHeavy,
-                Mix::WriteHeavy,
-                Mix::GetOnly,
-                Mix::InsertOnly,
-                Mix::ScanPolluted,
-                Mix::Loop,
-            ]
-            .iter()
-            .any(|&m| mix_name(m) == w)
-            {
+            if !ALL_MIXES.iter().any(|&m| mix_name(m) == w) {
                 return Err(format!("unknown workload {w:?}"));
             }
         }
@@ -617,6 +644,56 @@ fn child_main(cmd: &ChildCmd) -> Result<(), String> {
             });
             print!("{}", report.text());
             write_report(&report, &dir).map_err(|e| format!("writing {}: {e}", dir.display()))?;
+        }
+        ChildCmd::Profile {
+            cache,
+            workload,
+            zipf,
+            ops,
+            passes,
+            capacity,
+            keys,
+            seed,
+        } => {
+            let k =
+                CacheKind::from_name(cache).ok_or_else(|| format!("unknown cache {cache:?}"))?;
+            let mix = ALL_MIXES
+                .into_iter()
+                .find(|&m| mix_name(m) == workload)
+                .ok_or_else(|| format!("unknown workload {workload:?}"))?;
+            if zipf.is_nan() || *zipf < 0.0 || *capacity == 0 || *keys == 0 {
+                return Err(
+                    "--zipf needs an exponent >= 0, --capacity and --keys positive counts".into(),
+                );
+            }
+            let w = Workload { mix, zipf: *zipf };
+            let gen = GenParams {
+                keys: *keys,
+                capacity: *capacity,
+                ops_per_thread: (*ops).max(1),
+                seed: *seed,
+            };
+            let seq = workload::generate_thread(&w, &gen, 0, 1);
+            let prefill = w.prefill(*capacity);
+            let r = k.visit(Solo {
+                spec: CacheSpec::new(*capacity),
+                prefill: &prefill,
+                ops: &seq,
+                insert_on_miss: w.insert_on_miss(),
+                passes: (*passes).max(1),
+            });
+            let hit = if r.gets == 0 {
+                0.0
+            } else {
+                100.0 * r.hits as f64 / r.gets as f64
+            };
+            println!(
+                "{} {w}: {} ops in {:.3} s ({:.1} ns/op), hit ratio {hit:.2}%",
+                k.name(),
+                r.ops,
+                r.elapsed.as_secs_f64(),
+                r.elapsed.as_nanos() as f64 / r.ops.max(1) as f64
+            );
         }
         ChildCmd::ExpiryChild { cache, params } => {
             let k = CacheKind::from_name(cache).ok_or("unknown cache")?;

@@ -237,6 +237,57 @@ impl CacheVisitor for RunOnce<'_> {
     }
 }
 
+/// Replays one op sequence on one thread, untimed per op: for profilers
+/// (`perf record`, `valgrind --tool=cachegrind`), which need the cache's
+/// own work without the harness's threads, barriers and timers.
+pub struct Solo<'a> {
+    /// How to build the cache.
+    pub spec: CacheSpec,
+    /// Keys inserted (or, for the read-only map, built from) first.
+    pub prefill: &'a [u64],
+    /// The ops, applied in order `passes` times.
+    pub ops: &'a [u64],
+    /// Whether a get that misses inserts the key.
+    pub insert_on_miss: bool,
+    /// How many times the sequence is applied.
+    pub passes: usize,
+}
+
+/// What a [`Solo`] run did: gets, hits, and the wall time of all passes.
+#[derive(Clone, Copy, Debug)]
+pub struct SoloResult {
+    /// Ops applied.
+    pub ops: u64,
+    /// Gets issued.
+    pub gets: u64,
+    /// Gets that found their key.
+    pub hits: u64,
+    /// Wall time of the passes (the cache's construction excluded).
+    pub elapsed: Duration,
+}
+
+impl CacheVisitor for Solo<'_> {
+    type Output = SoloResult;
+    fn visit<C: BenchCache>(self, _kind: CacheKind) -> SoloResult {
+        let cache = C::build(&self.spec, self.prefill);
+        let (mut gets, mut hits) = (0u64, 0u64);
+        let start = Instant::now();
+        for _ in 0..self.passes {
+            for &op in self.ops {
+                let (g, h) = apply(&cache, op, self.insert_on_miss);
+                gets += g as u64;
+                hits += h as u64;
+            }
+        }
+        SoloResult {
+            ops: (self.ops.len() * self.passes) as u64,
+            gets,
+            hits,
+            elapsed: start.elapsed(),
+        }
+    }
+}
+
 /// Cost of reading the clock around an op (`Instant::now` then `elapsed`), in
 /// nanoseconds: the floor under every latency figure.
 pub fn timer_overhead() -> Histogram<u64> {

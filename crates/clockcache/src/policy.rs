@@ -46,41 +46,64 @@ pub enum EvictionPolicy {
     Adaptive,
 }
 
+/// Which of `n` words a fingerprint selects: a multiply-shift of its low 32
+/// bits (the bits within the word come from bits 40 and up).
+#[inline]
+fn index(fp: u64, n: usize) -> usize {
+    ((u64::from(fp as u32) * n as u64) >> 32) as usize
+}
+
 /// Bits of Bloom filter per remembered key.
 const GHOST_BITS_PER_KEY: usize = 10;
 
-/// A blocked Bloom filter over (key, origin): a key sets three bits of one
-/// 64-bit word, at positions that depend on the queue it was evicted from,
-/// so one load answers for both origins.
+/// A blocked Bloom filter: a key sets three bits of one 64-bit word. The
+/// word comes from the fingerprint's low 32 bits, the bits from bits 40 to
+/// 57, so the two are independent. Each filter remembers one origin queue.
 struct Bloom {
     words: Box<[u64]>,
     inserted: usize,
 }
 
 impl Bloom {
+    /// Words for `keys` keys: any count (the index is a multiply-shift, so
+    /// no rounding up to a power of two).
     fn words_for(keys: usize) -> usize {
-        (keys * GHOST_BITS_PER_KEY / 64).max(16).next_power_of_two()
+        (keys * GHOST_BITS_PER_KEY).div_ceil(64).max(16)
     }
 
     fn with_capacity(keys: usize) -> Self {
+        Self::with_words(Self::words_for(keys))
+    }
+
+    fn with_words(n: usize) -> Self {
         Self {
-            words: vec![0; Self::words_for(keys)].into_boxed_slice(),
+            words: vec![0; n].into_boxed_slice(),
             inserted: 0,
         }
     }
 
+    /// Words to allocate for `keys` keys: an eighth more than needed, so
+    /// that a filter is reused (not reallocated) while the number of keys
+    /// it must hold drifts by a few percent.
+    fn words_with_headroom(keys: usize) -> usize {
+        let n = Self::words_for(keys);
+        n + n / 8
+    }
+
+    /// Whether `n` words suit `keys` keys: enough, and not far too many.
+    fn fits(n: usize, keys: usize) -> bool {
+        let want = Self::words_for(keys);
+        n >= want && n <= want + want / 4
+    }
+
     #[inline]
-    fn bits(fp: u64, origin: Queue) -> u64 {
-        let f = match origin {
-            Queue::Small => fp,
-            Queue::Main => fp.rotate_left(23),
-        };
-        (1 << ((f >> 40) & 63)) | (1 << ((f >> 46) & 63)) | (1 << ((f >> 52) & 63))
+    fn bits(fp: u64) -> u64 {
+        (1 << ((fp >> 40) & 63)) | (1 << ((fp >> 46) & 63)) | (1 << ((fp >> 52) & 63))
     }
 
     #[inline]
     fn word(&self, fp: u64) -> usize {
-        (fp as usize) & (self.words.len() - 1)
+        index(fp, self.words.len())
     }
 
     /// Keys the filter takes at its designed false-positive rate.
@@ -88,16 +111,16 @@ impl Bloom {
         self.words.len() * 64 / GHOST_BITS_PER_KEY
     }
 
-    fn insert(&mut self, fp: u64, origin: Queue) {
+    fn insert(&mut self, fp: u64) {
         let w = self.word(fp);
-        self.words[w] |= Self::bits(fp, origin);
+        self.words[w] |= Self::bits(fp);
         self.inserted += 1;
     }
 
-    /// Whether `fp` is in, as evicted from `origin`.
+    /// Whether `fp` is in.
     #[inline]
-    fn contains(&self, fp: u64, origin: Queue) -> bool {
-        let bits = Self::bits(fp, origin);
+    fn contains(&self, fp: u64) -> bool {
+        let bits = Self::bits(fp);
         self.words[self.word(fp)] & bits == bits
     }
 }
@@ -118,7 +141,7 @@ impl Generations {
         }
     }
 
-    fn insert(&mut self, fp: u64, origin: Queue, per_generation: usize) {
+    fn insert(&mut self, fp: u64, per_generation: usize) {
         // Rotate after a generation's worth, or as soon as the filter holds
         // what it was sized for (a saturated filter would answer "seen" for
         // every key).
@@ -126,21 +149,21 @@ impl Generations {
             // The dropped generation's words become the new one when their
             // size still fits, so a steady cache rotates without allocating.
             let mut recycled = std::mem::replace(&mut self.previous, Bloom::with_capacity(0));
-            if recycled.words.len() == Bloom::words_for(per_generation) {
+            if Bloom::fits(recycled.words.len(), per_generation) {
                 recycled.words.fill(0);
                 recycled.inserted = 0;
             } else {
-                recycled = Bloom::with_capacity(per_generation);
+                recycled = Bloom::with_words(Bloom::words_with_headroom(per_generation));
             }
             self.previous = std::mem::replace(&mut self.current, recycled);
         }
-        self.current.insert(fp, origin);
+        self.current.insert(fp);
     }
 
-    /// Whether `fp` was inserted as evicted from `origin`.
+    /// Whether `fp` was inserted.
     #[inline]
-    fn contains(&self, fp: u64, origin: Queue) -> bool {
-        self.current.contains(fp, origin) || self.previous.contains(fp, origin)
+    fn contains(&self, fp: u64) -> bool {
+        self.current.contains(fp) || self.previous.contains(fp)
     }
 
     fn heap_bytes(&self) -> usize {
@@ -179,7 +202,7 @@ impl LongMemory {
 
     #[inline]
     fn block(&self, fp: u64) -> usize {
-        (fp as usize) & (self.blocks.len() - 1)
+        index(fp, self.blocks.len())
     }
 
     /// Column of `origin`'s current (or previous) generation.
@@ -193,34 +216,30 @@ impl LongMemory {
         let o = origin as usize;
         let capacity = self.blocks.len() * 64 / GHOST_BITS_PER_KEY;
         if self.inserted[o] >= per_generation.min(capacity) {
-            let want = Bloom::words_for(per_generation);
-            if want > self.blocks.len() {
-                // The shard grew: a larger filter for both queues (both
-                // forget; growing happens while the cache fills, when there
-                // is little to remember).
-                *self = Self {
-                    blocks: vec![Block::default(); want].into_boxed_slice(),
-                    current: [0; 2],
-                    inserted: [0; 2],
-                };
-            } else {
-                // Drop the previous generation; it becomes the new current.
-                let old = self.column(origin, false);
-                for b in self.blocks.iter_mut() {
-                    b.0[old] = 0;
-                }
-                self.current[o] ^= 1;
-                self.inserted[o] = 0;
+            if Bloom::words_for(per_generation) > self.blocks.len() {
+                // Too small for what the shard should remember: double.
+                // A key's block in the doubled filter is one of the two
+                // copies of its old block (the index is a multiply-shift),
+                // so nothing is forgotten. The filter thus grows with the
+                // evictions it has seen, not ahead of them.
+                self.blocks = self.blocks.iter().flat_map(|&b| [b, b]).collect();
             }
+            // Drop the previous generation; it becomes the new current.
+            let old = self.column(origin, false);
+            for b in self.blocks.iter_mut() {
+                b.0[old] = 0;
+            }
+            self.current[o] ^= 1;
+            self.inserted[o] = 0;
         }
         let (i, c) = (self.block(fp), self.column(origin, true));
-        self.blocks[i].0[c] |= Bloom::bits(fp, origin);
+        self.blocks[i].0[c] |= Bloom::bits(fp);
         self.inserted[o] += 1;
     }
 
     #[inline]
     fn contains(&self, fp: u64, origin: Queue) -> bool {
-        let bits = Bloom::bits(fp, origin);
+        let bits = Bloom::bits(fp);
         let b = &self.blocks[self.block(fp)].0;
         let o = 2 * origin as usize;
         b[o] & bits == bits || b[o + 1] & bits == bits
@@ -254,12 +273,12 @@ impl Ghosts {
     fn lookup(&self, fp: u64, origin: Queue) -> Option<bool> {
         self.long
             .contains(fp, origin)
-            .then(|| self.recent[origin as usize].contains(fp, origin))
+            .then(|| self.recent[origin as usize].contains(fp))
     }
 
     fn insert(&mut self, fp: u64, origin: Queue, cap: usize, window: usize) {
         self.long.insert(fp, origin, cap.div_ceil(2).max(8));
-        self.recent[origin as usize].insert(fp, origin, window.div_ceil(2).max(4));
+        self.recent[origin as usize].insert(fp, window.div_ceil(2).max(4));
     }
 
     fn clear(&mut self) {
@@ -531,5 +550,60 @@ impl<K, V> Policy<K, V> {
     /// Heap bytes held by the queues and the ghost.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.small.heap_bytes() + self.main.heap_bytes() + self.ghosts.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fps(n: u64, salt: u64) -> impl Iterator<Item = u64> {
+        (0..n).map(move |i| fingerprint(i.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ salt))
+    }
+
+    #[test]
+    fn long_memory_grows_with_evictions_and_forgets_nothing_when_it_doubles() {
+        let mut m = LongMemory::new();
+        let start = m.blocks.len();
+        // A shard that should remember 4,000 keys per generation: the
+        // filter starts small and doubles at each rotation until it fits.
+        let mut seen = Vec::new();
+        for fp in fps(3_000, 1) {
+            let before = m.blocks.len();
+            m.insert(fp, Queue::Small, 4_000);
+            if m.blocks.len() > before {
+                // Whatever the current generation held before the doubling
+                // is still there.
+                let recent = &seen[seen.len().saturating_sub(50)..];
+                assert!(recent.iter().all(|&f| m.contains(f, Queue::Small)));
+            }
+            seen.push(fp);
+        }
+        assert!(m.blocks.len() > start);
+        assert!(m.blocks.len() <= 2 * Bloom::words_for(4_000));
+        // The two origins never answer for each other.
+        let last = *seen.last().unwrap();
+        assert!(m.contains(last, Queue::Small));
+        let main_hits = fps(1_000, 1).filter(|&f| m.contains(f, Queue::Main)).count();
+        assert_eq!(main_hits, 0);
+    }
+
+    #[test]
+    fn ghost_false_positive_rate_stays_low_at_capacity() {
+        let mut g = Ghosts::new();
+        for fp in fps(10_000, 2) {
+            g.insert(fp, Queue::Small, 10_000, 1_000);
+        }
+        // Keys never inserted: about 1% false positives by design.
+        let fp_hits = fps(10_000, 3)
+            .filter(|&f| g.lookup(f, Queue::Small).is_some())
+            .count();
+        assert!(fp_hits < 400, "{fp_hits} false positives in 10,000");
+        // The last generation's keys are all remembered.
+        let remembered = fps(10_000, 2)
+            .skip(8_000)
+            .filter(|&f| g.lookup(f, Queue::Small).is_some())
+            .count();
+        assert_eq!(remembered, 2_000);
     }
 }

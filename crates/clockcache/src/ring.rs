@@ -36,7 +36,7 @@ const MIN_GROWTH: usize = 64;
 pub(crate) struct Ring<K, V> {
     cells: VecDeque<Option<NonNull<Entry<K, V>>>>,
     /// Most entries the ring is expected to hold (its shard's item limit):
-    /// it doubles up to that, then grows by an eighth.
+    /// it doubles up to that, then grows by a thirty-second.
     limit: usize,
     /// Logical position of `cells[0]` (positions wrap around `u32`; a ring
     /// never holds anywhere near 2^32 cells).
@@ -55,7 +55,8 @@ impl<K, V> Ring<K, V> {
     pub(crate) fn new(initial: usize, limit: usize) -> Self {
         Self {
             cells: VecDeque::with_capacity(initial),
-            limit,
+            // An insert holds one entry over the budget until it evicts.
+            limit: limit.saturating_add(MIN_GROWTH),
             head: 0,
             holes: 0,
         }
@@ -71,10 +72,12 @@ impl<K, V> Ring<K, V> {
         let (len, cap) = (self.cells.len(), self.cells.capacity());
         if len == cap {
             // Sized to the shard, not to the next power of two.
+            // Past the limit (a shard lent unused capacity, or a weigher
+            // that makes entries light): small steps.
             let target = if cap < self.limit {
                 (cap * 2).min(self.limit)
             } else {
-                cap + cap / 8
+                cap + cap / 32
             };
             self.cells.reserve_exact(target.max(cap + MIN_GROWTH) - len);
         }
@@ -206,7 +209,7 @@ mod tests {
             ring.push_back(e);
         }
         let cap = ring.cells.capacity();
-        assert!((1000..1000 + MIN_GROWTH).contains(&cap), "capacity {cap}");
+        assert!((1000..=1000 + MIN_GROWTH).contains(&cap), "capacity {cap}");
         for _ in 0..900 {
             ring.pop_front().unwrap();
         }
