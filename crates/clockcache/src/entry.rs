@@ -20,9 +20,11 @@ pub(crate) enum Queue {
     Main = 1,
 }
 
-/// A heap-allocated entry. Readers reach it through the shard's table while
-/// pinned by crossbeam-epoch; it is freed only through `Guard::defer`, after
-/// it has been unlinked from the table and from its queue.
+/// An entry, in a block of its shard's slab. Readers reach it through the
+/// shard's table while pinned by crossbeam-epoch; its block is reused only
+/// after it has been unlinked from the table and from its queue and the
+/// collector has seen every reader pinned at its retirement unpin (see
+/// `slab.rs`).
 ///
 /// Field ownership:
 /// - `key`, `value`, `hash`, `weight`, `idle` never change after publication.

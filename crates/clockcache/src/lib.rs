@@ -12,9 +12,9 @@
 //! Writers pay for everything else. The cache is split into shards (a power
 //! of two, chosen from the capacity and the number of CPUs); each has one
 //! `parking_lot` mutex that insert, remove and eviction take. Because readers
-//! do not lock, a writer never frees an entry at once: it unlinks it and
-//! hands it to the epoch collector, which frees it once no reader that could
-//! have seen it is still pinned.
+//! do not lock, a writer never reuses an entry's memory at once: it unlinks
+//! the entry and retires it through the epoch collector, and the shard reuses
+//! the block only once no reader that could have seen it is still pinned.
 //!
 //! Eviction is CLOCK-style: the counters that readers set are what the
 //! writer's hand reads. The default policy, an adaptive S3-FIFO, keeps new
