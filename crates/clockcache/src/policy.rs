@@ -584,7 +584,9 @@ mod tests {
         // The two origins never answer for each other.
         let last = *seen.last().unwrap();
         assert!(m.contains(last, Queue::Small));
-        let main_hits = fps(1_000, 1).filter(|&f| m.contains(f, Queue::Main)).count();
+        let main_hits = fps(1_000, 1)
+            .filter(|&f| m.contains(f, Queue::Main))
+            .count();
         assert_eq!(main_hits, 0);
     }
 

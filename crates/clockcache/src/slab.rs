@@ -66,8 +66,6 @@ mod imp {
         chunks: Vec<(NonNull<T>, usize)>,
         /// Blocks of the last chunk not handed out yet.
         fresh: usize,
-        /// Blocks handed out over all chunks.
-        blocks: usize,
         /// Blocks that hold no value.
         free: Vec<NonNull<T>>,
         /// Retired blocks not sealed into a batch yet (values live).
@@ -90,7 +88,6 @@ mod imp {
             Self {
                 chunks: Vec::new(),
                 fresh: 0,
-                blocks: 0,
                 free: Vec::new(),
                 pending: Vec::new(),
                 limbo: VecDeque::new(),
@@ -165,7 +162,6 @@ mod imp {
             let (base, n) = *self.chunks.last().expect("a chunk was just pushed");
             let i = n - self.fresh;
             self.fresh -= 1;
-            self.blocks += 1;
             // SAFETY: `i < n`, inside the chunk's allocation.
             unsafe { NonNull::new_unchecked(base.as_ptr().add(i)) }
         }
