@@ -77,10 +77,10 @@ impl<K, V> Retired<K, V> {
     pub(crate) fn release(mut self, listener: Option<&Listener<K, V>>, _guard: &Guard) {
         if let Some(l) = listener {
             for (p, cause) in self.take_all() {
-                // SAFETY: `p` was unlinked and retired to its shard's slab
-                // under the shard lock while `_guard` was pinned, so its
-                // block is not reused before `_guard` unpins; no writer
-                // touches a retired entry.
+                // `p` was retired to its shard's slab under the shard lock
+                // while `_guard` was pinned, and no writer touches a retired
+                // entry.
+                // SAFETY: its block is not reused before `_guard` unpins.
                 let e = unsafe { p.as_ref() };
                 let call = std::panic::AssertUnwindSafe(|| l(e.key(), e.value(), cause));
                 // A panicking listener must not skip the remaining entries
