@@ -91,7 +91,7 @@ mod sync;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
-pub use builder::{CacheBuilder, DEFAULT_CAPACITY};
+pub use builder::{CacheBuilder, DEFAULT_CAPACITY, DEFAULT_PRESIZED_ENTRIES};
 pub use cache::Cache;
 pub use clock::{Clock, MockClock, SystemClock};
 pub use expiry::Expiry;

@@ -24,8 +24,8 @@ use std::ptr::NonNull;
 /// whenever the shard is over budget, and by `purge_expired`).
 const PURGE_PER_INSERT: usize = 8;
 
-/// Entries a shard's table is first sized for (it grows by doubling, up to
-/// what the shard's budget needs).
+/// Entries a shard's eviction rings are first sized for (they grow by
+/// doubling, up to what the shard's budget needs).
 const INITIAL_ITEMS: usize = 4096;
 
 /// The eviction listener, as the cache stores it.
@@ -149,10 +149,17 @@ impl<K, V> Shard<K, V>
 where
     K: Eq,
 {
-    pub(crate) fn new(budget: u64, policy: EvictionPolicy, item_limit: usize) -> Self {
-        let initial = item_limit.min(INITIAL_ITEMS);
+    /// `table_items`: what the table is first sized for (see
+    /// [`CacheBuilder::initial_capacity`](crate::CacheBuilder::initial_capacity)).
+    pub(crate) fn new(
+        budget: u64,
+        policy: EvictionPolicy,
+        item_limit: usize,
+        table_items: usize,
+    ) -> Self {
+        let initial = item_limit.min(INITIAL_ITEMS).max(table_items);
         Self {
-            table: CachePadded::new(epoch::Atomic::new(RawTable::for_items(initial))),
+            table: CachePadded::new(epoch::Atomic::new(RawTable::for_items(table_items))),
             budget,
             inner: Mutex::new(Inner {
                 policy: Policy::new(policy, budget, initial, item_limit),

@@ -541,6 +541,34 @@ fn structure_bytes_are_reported() {
 }
 
 #[test]
+fn initial_capacity_sizes_the_structures_up_front_and_both_ways_hold_everything() {
+    let presized: Cache<u64, u64> = Cache::builder().capacity(200_000).build();
+    let lazy: Cache<u64, u64> = Cache::builder()
+        .capacity(200_000)
+        .initial_capacity(0)
+        .build();
+    // About 22 bytes per entry sized for (table and probationary queue),
+    // against a few thousand entries per shard.
+    let (p, l) = (presized.structure_bytes(), lazy.structure_bytes());
+    assert!(p >= 200_000 * 20, "presized: {p} bytes");
+    assert!(l < p / 2, "lazy: {l} bytes, presized: {p}");
+    for c in [&presized, &lazy] {
+        for i in 0..150_000 {
+            c.insert(i, i);
+        }
+        assert_eq!(c.len(), 150_000);
+        assert!((0..150_000).all(|i| c.get(&i) == Some(i)));
+    }
+    // With a weigher the number of entries is unknown: nothing is presized
+    // for the capacity, whatever it is.
+    let weighted: Cache<u64, u64> = Cache::builder()
+        .capacity(u64::MAX / 2)
+        .weigher(|_, _| 1)
+        .build();
+    assert!(weighted.structure_bytes() < 64 << 20);
+}
+
+#[test]
 fn remove_if_checks_the_value_under_the_lock() {
     let (events, listener) = recording::<u32, u32>();
     let c: Cache<u32, u32> = Cache::builder()
