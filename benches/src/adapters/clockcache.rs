@@ -54,11 +54,21 @@ impl<P: PolicyChoice> Clone for ClockCacheAdapter<P> {
     }
 }
 
+/// `CLOCKCACHE_SHARDS=n` in the environment overrides the engine's default
+/// shard count, for experiments on the sharding (docs/benchmarks.md); the
+/// reported runs leave it unset.
+fn shards_override() -> Option<usize> {
+    std::env::var("CLOCKCACHE_SHARDS").ok()?.parse().ok()
+}
+
 impl<P: PolicyChoice> BenchCache for ClockCacheAdapter<P> {
     fn build(spec: &CacheSpec, _prefill: &[u64]) -> Self {
         let mut b = Cache::<u64, u64>::builder().capacity(spec.capacity as u64);
         if let Some(policy) = P::POLICY {
             b = b.eviction_policy(policy);
+        }
+        if let Some(n) = shards_override() {
+            b = b.shards(n);
         }
         ClockCacheAdapter {
             cache: b.build(),
