@@ -3,10 +3,10 @@
 use crate::cache::{Cache, Core, Weigher};
 use crate::clock::{duration_nanos, Clock, ClockSource};
 use crate::expiry::Expiry;
-use crate::policy::EvictionPolicy;
+use crate::policy::{Duel, DuelRole, EvictionPolicy, DUEL_MIN_SHARDS};
 use crate::shard::{Listener, Shard};
 use crate::stats::ReadCounters;
-use crate::sync::{Arc, AtomicBool, AtomicUsize};
+use crate::sync::{Arc, AtomicBool, AtomicI32, AtomicUsize};
 use crate::RemovalCause;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -223,8 +223,20 @@ where
         let extra = (self.capacity % n as u64) as usize;
         let weighted = self.weigher.is_some();
         let may_expire = self.ttl.is_some() || self.tti.is_some() || self.expiry.is_some();
+        let score = Arc::new(AtomicI32::new(0));
         let shards: Box<[Shard<K, V>]> = (0..n)
             .map(|i| {
+                // Two shards, far apart in the array, duel; the rest follow.
+                let role = match i {
+                    _ if n < DUEL_MIN_SHARDS => DuelRole::Follower,
+                    0 => DuelRole::FastTrack,
+                    i if i == n / 2 => DuelRole::Probation,
+                    _ => DuelRole::Follower,
+                };
+                let duel = Duel {
+                    role,
+                    score: Arc::clone(&score),
+                };
                 let budget = base + u64::from(i < extra);
                 let limit = if weighted {
                     usize::MAX
@@ -239,7 +251,7 @@ where
                         usize::try_from(total).unwrap_or(usize::MAX).div_ceil(n)
                     }
                 };
-                Shard::new(budget, self.policy, limit, table_items.min(limit))
+                Shard::new(budget, self.policy, limit, table_items.min(limit), duel)
             })
             .collect();
         Cache {

@@ -9,7 +9,7 @@
 
 use crate::entry::{Entry, NEVER};
 use crate::expiry::DeadlineIndex;
-use crate::policy::{EvictionPolicy, Policy};
+use crate::policy::{Duel, EvictionPolicy, Policy};
 use crate::raw::RawTable;
 use crate::slab::Slab;
 use crate::stats::WriteCounters;
@@ -156,13 +156,14 @@ where
         policy: EvictionPolicy,
         item_limit: usize,
         table_items: usize,
+        duel: Duel,
     ) -> Self {
         let initial = item_limit.min(INITIAL_ITEMS).max(table_items);
         Self {
             table: CachePadded::new(epoch::Atomic::new(RawTable::for_items(table_items))),
             budget,
             inner: Mutex::new(Inner {
-                policy: Policy::new(policy, budget, initial, item_limit),
+                policy: Policy::new(policy, budget, initial, item_limit, duel),
                 deadlines: DeadlineIndex::default(),
                 weight: 0,
                 len: 0,

@@ -568,6 +568,43 @@ fn initial_capacity_sizes_the_structures_up_front_and_both_ways_hold_everything(
     assert!(weighted.structure_bytes() < 64 << 20);
 }
 
+/// A loop over slightly more keys than the cache holds: LRU and CLOCK miss
+/// every time (each key is evicted just before it comes back). The default
+/// policy keeps most of the loop: keys back from the main clock's ghost go
+/// through probation instead of evicting residents that are needed just as
+/// soon (the shards' duel settles on that here).
+#[test]
+fn a_loop_larger_than_the_cache_keeps_most_of_its_keys() {
+    let cap = 32_000u64;
+    let keys = cap + cap / 10;
+    for (policy, floor) in [
+        (EvictionPolicy::Adaptive, 0.6),
+        (EvictionPolicy::Clock, 0.0),
+    ] {
+        let c: Cache<u64, u64> = Cache::builder()
+            .capacity(cap)
+            .shards(32)
+            .eviction_policy(policy)
+            .build();
+        let mut last = 0.0;
+        for _ in 0..12 {
+            let mut hits = 0;
+            for k in 0..keys {
+                if c.get(&k).is_some() {
+                    hits += 1;
+                } else {
+                    c.insert(k, k);
+                }
+            }
+            last = hits as f64 / keys as f64;
+        }
+        assert!(last >= floor, "{policy:?}: last pass hit ratio {last:.3}");
+        if policy == EvictionPolicy::Clock {
+            assert!(last < 0.05, "CLOCK is LRU-like on a loop: {last:.3}");
+        }
+    }
+}
+
 #[test]
 fn remove_if_checks_the_value_under_the_lock() {
     let (events, listener) = recording::<u32, u32>();
