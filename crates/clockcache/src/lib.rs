@@ -21,7 +21,9 @@
 //! entries on probation in a small FIFO and promotes only those read again to
 //! the main clock, so scans and one-hit wonders do not flush the working set;
 //! the probation's size adapts from ghost hits, so recency-friendly workloads
-//! are served as well as by LRU. Fixed S3-FIFO and plain CLOCK (an LRU
+//! are served as well as by LRU, and the shards duel over what a key back from
+//! the main clock's ghost deserves, so a loop a little larger than the cache
+//! keeps most of its keys instead of none. Fixed S3-FIFO and plain CLOCK (an LRU
 //! approximation) are one builder call away. Entries can expire
 //! (a time to live per entry or cache-wide, a time to idle, or a function of
 //! key and value); expired entries are never returned and are reclaimed in

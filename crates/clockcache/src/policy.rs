@@ -9,13 +9,17 @@
 //!   moved behind the hand); the first entry found with a zero counter goes.
 //!   This approximates LRU.
 //! - [`EvictionPolicy::S3Fifo`]: the S3-FIFO policy of Yang et al. (SOSP '23).
-//!   New entries enter a small probationary FIFO (10% of the shard). An entry
+//!   New entries enter a small probationary FIFO (10% of the shard), or the
+//!   main ring directly while it is below its share. An entry
 //!   that leaves it without having been read since insertion is evicted and
 //!   its key's fingerprint remembered in a ghost FIFO; one that was read moves
 //!   to the main ring, a CLOCK whose counter counts down (up to three second
 //!   chances). A new key found in the ghost goes straight to the main ring.
 //!   One-hit wonders and scans thus pass through the small FIFO without
 //!   flushing the main ring.
+//! - [`EvictionPolicy::Adaptive`]: S3-FIFO whose split adapts from two ghosts
+//!   (one per queue), and whose shards duel over keys back from the main
+//!   ring's ghost (see `Policy::main_ghost_goes_to_main`).
 //!
 //! Expired entries met by the hand leave first, as `Expired`.
 
@@ -41,7 +45,10 @@ pub enum EvictionPolicy {
     /// eviction from probation grows the probationary FIFO, one that comes
     /// back after eviction from the main clock shrinks it. Recency-friendly
     /// workloads drift towards CLOCK, frequency- and scan-heavy ones towards
-    /// S3-FIFO. The default.
+    /// S3-FIFO. Whether a key back from the main clock re-enters it at once
+    /// or goes through probation is settled by a duel between two shards
+    /// (in caches of 8 shards or more), so loops slightly larger than the
+    /// cache keep most of their keys. The default.
     #[default]
     Adaptive,
 }
