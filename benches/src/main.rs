@@ -324,15 +324,7 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
             .unwrap_or_else(|| workspace_root().join("../shared/traces"));
         let mut found = trace::find_traces(&dir);
         if mode != "full" && cli.traces.is_none() {
-            // Quick and smoke replay one trace: OLTP (the smallest) when present.
-            let pick = found
-                .iter()
-                .position(|f| {
-                    f.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("OLTP"))
-                })
-                .unwrap_or(0);
-            found = vec![found.swap_remove(pick)];
+            found = one_trace(found);
         }
         if found.is_empty() {
             (
@@ -705,6 +697,19 @@ fn child_main(cmd: &ChildCmd) -> Result<(), String> {
     Ok(())
 }
 
+/// The trace that quick and smoke runs replay: OLTP (the smallest) when
+/// present, else the first found; none when none was found.
+fn one_trace(mut found: Vec<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
+    let pick = found.iter().position(|f| {
+        f.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("OLTP"))
+    });
+    match pick {
+        Some(i) => vec![found.swap_remove(i)],
+        None => found.into_iter().take(1).collect(),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let res = match &cli.child {
@@ -714,5 +719,25 @@ fn main() {
     if let Err(e) = res {
         eprintln!("clockcache-bench: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_trace;
+    use std::path::PathBuf;
+
+    #[test]
+    fn quick_runs_pick_oltp_or_the_first_trace_and_survive_none() {
+        let p = |s: &str| PathBuf::from(s);
+        assert!(one_trace(Vec::new()).is_empty());
+        assert_eq!(
+            one_trace(vec![p("/t/P3.lis.zst"), p("/t/OLTP.lis.zst")]),
+            vec![p("/t/OLTP.lis.zst")]
+        );
+        assert_eq!(
+            one_trace(vec![p("/t/P3.lis.zst"), p("/t/P12.lis.zst")]),
+            vec![p("/t/P3.lis.zst")]
+        );
     }
 }

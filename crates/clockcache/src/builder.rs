@@ -304,3 +304,30 @@ fn default_shards(capacity: u64) -> usize {
     }
     n
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_sharding_has_a_floor_and_keeps_shards_large_enough() {
+        let floor = MIN_DEFAULT_SHARDS
+            .max(parallelism() * 4)
+            .next_power_of_two();
+        // Large caches get the floor (or four per CPU, if more).
+        assert_eq!(default_shards(1_000_000), floor);
+        // Smaller ones are halved until a shard holds 512 entries' worth.
+        for capacity in [0, 1, 511, 1_000, 4_096, 10_000, 100_000] {
+            let n = default_shards(capacity);
+            assert!(n.is_power_of_two() && n <= floor, "{capacity}: {n}");
+            assert!(
+                n == 1 || capacity / n as u64 >= MIN_SHARD_CAPACITY,
+                "{capacity}: {n}"
+            );
+            assert!(n == floor || capacity / (2 * n as u64) < MIN_SHARD_CAPACITY);
+        }
+        // A cache of 4,096 entries or more has the 8 shards the duel needs.
+        assert!(default_shards(4_096) >= DUEL_MIN_SHARDS);
+        assert_eq!(default_shards(1_000), 1);
+    }
+}
