@@ -419,8 +419,8 @@ impl<K, V> Policy<K, V> {
     /// 262,144 entries loses a point of hit ratio to LRU without them), but
     /// when every key comes back equally often (a loop slightly larger than
     /// the cache) each return evicts another resident that is needed just as
-    /// soon, and the clock degrades to FIFO (3% of hits on a loop over 1.1x
-    /// the capacity instead of about 88%); Zipf workloads lose two to four
+    /// soon, and the clock degrades to FIFO (1.5% of hits on a loop over 1.1x
+    /// the capacity instead of about 85%); Zipf workloads lose two to four
     /// points to it as well. So the shards duel, as set dueling picks an
     /// insertion policy in CPU caches (Qureshi et al., ISCA 2007): one shard
     /// always re-enters such keys at once, one never does, each miss of

@@ -149,7 +149,8 @@ impl<K, V> Shard<K, V>
 where
     K: Eq,
 {
-    /// `table_items`: what the table is first sized for (see
+    /// `table_items`: what the table, and at least what the rings, are first
+    /// sized for (see
     /// [`CacheBuilder::initial_capacity`](crate::CacheBuilder::initial_capacity)).
     pub(crate) fn new(
         budget: u64,
