@@ -383,8 +383,16 @@ where
                 return;
             }
             let mut progressed = false;
-            for _ in 0..n {
-                let i = core.hand.fetch_add(1, Ordering::Relaxed) & (n - 1);
+            // One pass visits every shard once, from a starting point that
+            // moves on with each pass. Taking a fresh hand position per step
+            // would let concurrent passes split the shards between them: two
+            // writers, each protecting its own new entry, could each visit
+            // only the shard holding nothing but that entry, give up, and
+            // leave the cache over its capacity (found by the
+            // `cache_ops_threads` fuzz target).
+            let start = core.hand.fetch_add(1, Ordering::Relaxed);
+            for step in 0..n {
+                let i = start.wrapping_add(step) & (n - 1);
                 let shard = &core.shards[i];
                 let mut inner = shard.inner.lock();
                 progressed |= shard.evict_one_locked(&mut inner, now, protect, retired, guard);
