@@ -4,7 +4,16 @@
 //! runs on loom too (`--cfg crossbeam_loom`).
 //!
 //! Run with:
-//! `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p clockcache --release --lib loom`
+//! `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p clockcache --release --lib loom`
+//!
+//! Every model's main thread calls `thread::yield_now()` right after it
+//! spawns. loom 0.7 does not explore running a spawned thread ahead of its
+//! parent when the spawned thread's first operation is an atomic load
+//! (tokio-rs/loom#392, open), and every cache operation starts with loads
+//! (the epoch pin). Without the yield, a model whose reader checked that a
+//! writer's completed insert is visible ran in a single execution and never
+//! saw the writer go first; with it, loom explores both orders (and found
+//! the mistake a deliberately broken writer made).
 
 use crate::{Cache, EvictionPolicy, MockClock, RemovalCause};
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -49,6 +58,7 @@ fn loom_get_races_replacing_insert() {
             let c = c.clone();
             thread::spawn(move || c.insert(1, 11))
         };
+        thread::yield_now();
         let seen = c.get(&1);
         assert!(matches!(seen, Some(10) | Some(11)), "{seen:?}");
         w.join().unwrap();
@@ -68,6 +78,7 @@ fn loom_get_races_first_insert() {
             let c = c.clone();
             thread::spawn(move || c.insert(7, 70))
         };
+        thread::yield_now();
         let seen = c.get(&7);
         assert!(matches!(seen, None | Some(70)), "{seen:?}");
         w.join().unwrap();
@@ -91,6 +102,7 @@ fn loom_get_races_eviction() {
             let c = c.clone();
             thread::spawn(move || c.insert(2, 20))
         };
+        thread::yield_now();
         let seen = c.get(&1);
         assert!(matches!(seen, None | Some(10)), "{seen:?}");
         w.join().unwrap();
@@ -118,6 +130,7 @@ fn loom_get_races_adaptive_eviction() {
                 c.insert(1, 11); // back from the ghost: straight to the main clock
             })
         };
+        thread::yield_now();
         let seen = c.get(&1);
         assert!(matches!(seen, None | Some(10) | Some(11)), "{seen:?}");
         w.join().unwrap();
@@ -137,6 +150,7 @@ fn loom_get_races_remove() {
             let c = c.clone();
             thread::spawn(move || c.remove(&1))
         };
+        thread::yield_now();
         let seen = c.get(&1);
         assert!(matches!(seen, None | Some(10)), "{seen:?}");
         assert_eq!(w.join().unwrap(), Some(10));
@@ -160,6 +174,7 @@ fn loom_get_races_expiry() {
                 c.purge_expired()
             })
         };
+        thread::yield_now();
         let seen = c.get(&1);
         let after = clock.now_for_tests();
         assert!(matches!(seen, None | Some(10)), "{seen:?}");
@@ -184,6 +199,7 @@ fn loom_expired_read_after_clock_moves() {
             let c = c.clone();
             thread::spawn(move || c.purge_expired())
         };
+        thread::yield_now();
         assert_eq!(c.get(&1), None);
         w.join().unwrap();
     });
@@ -209,6 +225,7 @@ fn loom_two_inserts_of_one_key() {
             let c = c.clone();
             thread::spawn(move || c.insert(1, 1))
         };
+        thread::yield_now();
         c.insert(1, 2);
         w.join().unwrap();
         assert_eq!(c.len(), 1);
@@ -228,6 +245,7 @@ fn loom_clear_races_insert() {
             let c = c.clone();
             thread::spawn(move || c.insert(2, 20))
         };
+        thread::yield_now();
         c.clear();
         w.join().unwrap();
         assert_eq!(c.get(&1), None);
@@ -255,6 +273,7 @@ fn loom_single_flight_two_callers() {
                 })
             })
         };
+        thread::yield_now();
         let mine = c.get_or_insert_with(5, || {
             loads.fetch_add(1, Ordering::SeqCst);
             50
