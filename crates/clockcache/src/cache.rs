@@ -343,7 +343,7 @@ where
         let hash = self.hash(&key);
         let shard = self.shard(hash);
         let guard = epoch::pin();
-        let mut retired = Retired::new();
+        let mut retired = Retired::new(self.core.listener.is_some());
         let (change, new) = {
             let mut inner = shard.inner.lock();
             self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, &guard)
@@ -454,7 +454,7 @@ where
         let hash = self.hash(key);
         let shard = self.shard(hash);
         let guard = epoch::pin();
-        let mut retired = Retired::new();
+        let mut retired = Retired::new(self.core.listener.is_some());
         let now = self.core.clock.now();
         let removed = {
             let mut inner = shard.inner.lock();
@@ -559,7 +559,7 @@ where
     {
         for shard in self.core.shards.iter() {
             let guard = epoch::pin();
-            let mut retired = Retired::new();
+            let mut retired = Retired::new(self.core.listener.is_some());
             let now = self.core.clock.now();
             {
                 let mut inner = shard.inner.lock();
@@ -578,7 +578,7 @@ where
     pub fn clear(&self) {
         for shard in self.core.shards.iter() {
             let guard = epoch::pin();
-            let mut retired = Retired::new();
+            let mut retired = Retired::new(self.core.listener.is_some());
             {
                 let mut inner = shard.inner.lock();
                 shard.clear_locked(&mut inner, &mut retired, &guard);
@@ -598,7 +598,7 @@ where
         let mut total = 0;
         for shard in self.core.shards.iter() {
             let guard = epoch::pin();
-            let mut retired = Retired::new();
+            let mut retired = Retired::new(self.core.listener.is_some());
             let now = self.core.clock.now();
             {
                 let mut inner = shard.inner.lock();
@@ -737,7 +737,7 @@ where
         let shard = cache.shard(self.hash);
         let now = cache.writer_now(false);
         let guard = epoch::pin();
-        let mut retired = Retired::new();
+        let mut retired = Retired::new(cache.core.listener.is_some());
         let mut inner = shard.inner.lock();
         let key = self
             .withdraw(&mut inner)

@@ -60,7 +60,7 @@ where
             // it stays allocated (and unchanged) while the guard lives.
             let table = unsafe { &*self.table };
             while self.slot < table.slot_count() {
-                let p = table.entry_ptr(self.slot);
+                let p = table.nth_entry_ptr(self.slot);
                 self.slot += 1;
                 if p.is_null() {
                     continue;

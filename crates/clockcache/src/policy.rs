@@ -246,10 +246,17 @@ impl LongMemory {
 
     #[inline]
     fn contains(&self, fp: u64, origin: Queue) -> bool {
+        self.contains_each(fp)[origin as usize]
+    }
+
+    /// Whether `fp` is in each origin's memory (indexed by `Queue`): one
+    /// block answers for both.
+    #[inline]
+    fn contains_each(&self, fp: u64) -> [bool; 2] {
         let bits = Bloom::bits(fp);
         let b = &self.blocks[self.block(fp)].0;
-        let o = 2 * origin as usize;
-        b[o] & bits == bits || b[o + 1] & bits == bits
+        let has = |w: u64| w & bits == bits;
+        [has(b[0]) || has(b[1]), has(b[2]) || has(b[3])]
     }
 
     fn heap_bytes(&self) -> usize {
@@ -281,6 +288,20 @@ impl Ghosts {
         self.long
             .contains(fp, origin)
             .then(|| self.recent[origin as usize].contains(fp))
+    }
+
+    /// Whether `fp` is remembered as evicted from each origin (indexed by
+    /// `Queue`): one block of the long memory answers for both. Whether it
+    /// left recently is then [`Ghosts::recently`]'s to say.
+    #[inline]
+    fn remembered(&self, fp: u64) -> [bool; 2] {
+        self.long.contains_each(fp)
+    }
+
+    /// Whether a remembered `fp` left `origin` recently.
+    #[inline]
+    fn recently(&self, fp: u64, origin: Queue) -> bool {
+        self.recent[origin as usize].contains(fp)
     }
 
     fn insert(&mut self, fp: u64, origin: Queue, cap: usize, window: usize) {
@@ -469,14 +490,15 @@ impl<K, V> Policy<K, V> {
                 // skips it when the duel says so.
                 let w = u64::from(e.weight).max(1);
                 self.count_duel_miss();
-                if let Some(recent) = self.ghosts.lookup(fp, Queue::Main) {
-                    if recent {
+                let seen = self.ghosts.remembered(fp);
+                if seen[Queue::Main as usize] {
+                    if self.ghosts.recently(fp, Queue::Main) {
                         let min = (self.budget * MIN_SMALL_PERCENT / 100).max(1);
                         self.small_target = self.small_target.saturating_sub(w).max(min);
                     }
                     self.main_ghost_goes_to_main()
-                } else if let Some(recent) = self.ghosts.lookup(fp, Queue::Small) {
-                    if recent {
+                } else if seen[Queue::Small as usize] {
+                    if self.ghosts.recently(fp, Queue::Small) {
                         let max = (self.budget * MAX_SMALL_PERCENT / 100).max(1);
                         self.small_target = (self.small_target + w).min(max);
                     }

@@ -92,6 +92,13 @@ fn with_overflow(word: u64, raise: bool) -> u64 {
     (word & !OVERFLOW) | (u64::from(c) << 56)
 }
 
+/// A slot's handle: its bucket times eight plus its index in the bucket
+/// (shifts, not a division by seven, to find it again).
+#[inline]
+fn handle(bucket: usize, i: usize) -> usize {
+    bucket << 3 | i
+}
+
 #[inline]
 fn tag_at(word: u64, i: usize) -> u8 {
     (word >> (i * 8)) as u8
@@ -157,10 +164,17 @@ impl<K, V> RawTable<K, V> {
         }
     }
 
-    /// Number of slots.
+    /// Number of slots (see [`RawTable::nth_entry_ptr`]).
     #[inline]
     pub(crate) fn slot_count(&self) -> usize {
         self.buckets.len() * GROUP
+    }
+
+    /// Raw pointer in the `n`th slot (0 to `slot_count() - 1`; null if
+    /// none), for iteration: loaded with Acquire, so a reader pinned while
+    /// it loads may dereference a non-null result.
+    pub(crate) fn nth_entry_ptr(&self, n: usize) -> *mut Entry<K, V> {
+        self.buckets[n / GROUP].slots[n % GROUP].load(Ordering::Acquire)
     }
 
     /// Live entries (writer only).
@@ -202,7 +216,7 @@ impl<K, V> RawTable<K, V> {
 
     #[inline]
     fn slot(&self, i: usize) -> &AtomicPtr<Entry<K, V>> {
-        &self.buckets[i / GROUP].slots[i % GROUP]
+        &self.buckets[i >> 3].slots[i & 7]
     }
 
     /// The probe both lookups share: the slot and pointer of the entry for
@@ -234,7 +248,7 @@ impl<K, V> RawTable<K, V> {
                 // SAFETY: a live (or pinned-reachable) entry, as argued above.
                 let e = unsafe { &*p };
                 if e.key().borrow() == key {
-                    return Some((b * GROUP + i, p));
+                    return Some((handle(b, i), p));
                 }
             }
             if !overflowed(word) {
@@ -289,7 +303,7 @@ impl<K, V> RawTable<K, V> {
             out.extend(
                 bits(match_byte(word, tag))
                     .filter(|&i| tag_at(word, i) == tag)
-                    .map(|i| b * GROUP + i),
+                    .map(|i| handle(b, i)),
             );
             if !overflowed(word) {
                 break;
@@ -311,7 +325,7 @@ impl<K, V> RawTable<K, V> {
                 .iter()
                 .position(|s| std::ptr::eq(s.load(Ordering::Relaxed), p))
             {
-                return Some(b * GROUP + i);
+                return Some(handle(b, i));
             }
             if !overflowed(bucket.tags.load(Ordering::Relaxed)) {
                 return None;
@@ -372,7 +386,7 @@ impl<K, V> RawTable<K, V> {
                     .store(self.items.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                 bucket.slots[i].store(entry, Ordering::Release);
                 bucket.tags.store(with_tag(word, i, tag), Ordering::Release);
-                return b * GROUP + i;
+                return handle(b, i);
             }
             // Full: this entry's probe passes it.
             bucket
@@ -391,15 +405,15 @@ impl<K, V> RawTable<K, V> {
     /// Empties FULL slot `i`, whose entry's key hashes to `hash` (writer
     /// only). The caller retires the entry afterwards.
     pub(crate) fn erase(&self, i: usize, hash: u64) {
-        let target = i / GROUP;
+        let target = i >> 3;
         let bucket = &self.buckets[target];
         let word = bucket.tags.load(Ordering::Relaxed);
         self.items
             .store(self.items.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-        bucket.slots[i % GROUP].store(std::ptr::null_mut(), Ordering::Release);
+        bucket.slots[i & 7].store(std::ptr::null_mut(), Ordering::Release);
         bucket
             .tags
-            .store(with_tag(word, i % GROUP, EMPTY), Ordering::Release);
+            .store(with_tag(word, i & 7, EMPTY), Ordering::Release);
         // The entry is unreachable now: the buckets its probe passed no
         // longer need to pass readers on for it.
         let mut b = self.home(hash);

@@ -38,6 +38,9 @@ pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(&K, &V, RemovalCause) + S
 pub(crate) struct Retired<K, V> {
     inline: [Option<Departure<K, V>>; INLINE_RETIRED],
     more: Vec<Departure<K, V>>,
+    /// Whether a listener will be told: without one, departures are not
+    /// recorded at all.
+    listening: bool,
     /// Entries of reclaimed slab blocks, dropped once the lock is released.
     pub(crate) drops: Vec<Entry<K, V>>,
 }
@@ -48,15 +51,22 @@ type Departure<K, V> = (NonNull<Entry<K, V>>, RemovalCause);
 const INLINE_RETIRED: usize = 4;
 
 impl<K, V> Retired<K, V> {
-    pub(crate) fn new() -> Self {
+    /// `listening`: whether the cache has an eviction listener.
+    #[inline]
+    pub(crate) fn new(listening: bool) -> Self {
         Self {
             inline: [None; INLINE_RETIRED],
             more: Vec::new(),
+            listening,
             drops: Vec::new(),
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, e: NonNull<Entry<K, V>>, cause: RemovalCause) {
+        if !self.listening {
+            return;
+        }
         match self.inline.iter_mut().find(|c| c.is_none()) {
             Some(cell) => *cell = Some((e, cause)),
             None => self.more.push((e, cause)),
@@ -74,7 +84,16 @@ impl<K, V> Retired<K, V> {
     /// listener is contained). `_guard` must have been pinned since before
     /// the entries were unlinked: the slab reuses their blocks only once
     /// every such guard is gone.
-    pub(crate) fn release(mut self, listener: Option<&Listener<K, V>>, _guard: &Guard) {
+    #[inline]
+    pub(crate) fn release(self, listener: Option<&Listener<K, V>>, guard: &Guard) {
+        if self.listening || self.drops.capacity() != 0 {
+            self.report(listener, guard);
+        }
+        // Otherwise nothing was recorded and nothing needs dropping.
+    }
+
+    #[cold]
+    fn report(mut self, listener: Option<&Listener<K, V>>, _guard: &Guard) {
         if let Some(l) = listener {
             for (p, cause) in self.take_all() {
                 // `p` was retired to its shard's slab under the shard lock
@@ -281,7 +300,9 @@ where
             let p = unsafe { NonNull::new_unchecked(raw) };
             self.take_locked(inner, p, hash, true, cause, retired, guard);
         }
-        self.purge_locked(inner, now, PURGE_PER_INSERT, retired, guard);
+        if inner.deadlines.has_due(now) {
+            self.purge_locked(inner, now, PURGE_PER_INSERT, retired, guard);
+        }
         self.evict_locked(inner, now, raw, allowance, retired, guard);
         if inner.deadlines.needs_rebuild() {
             let items = inner.policy.entries().filter_map(|p| {
