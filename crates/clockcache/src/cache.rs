@@ -159,8 +159,18 @@ where
 
     /// Checks the deadline of an entry found by a reader and, with time to
     /// idle, pushes it forward.
+    ///
+    /// Until something can expire, the deadline is not read at all (it sits
+    /// on the entry's last bytes, possibly on a second cache line). A writer
+    /// sets `may_expire` before it publishes the first entry with a
+    /// deadline, and the reader loaded `e` with Acquire from the slot that
+    /// publication stored (Release), so a reader that finds such an entry
+    /// sees the flag set.
     #[inline]
     fn live_for_read(&self, e: &Entry<K, V>) -> bool {
+        if !self.core.may_expire.load(Ordering::Relaxed) {
+            return true;
+        }
         let d = e.deadline.load(Ordering::Relaxed);
         if d == NEVER {
             return true;

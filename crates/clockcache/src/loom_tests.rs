@@ -186,6 +186,36 @@ fn loom_get_races_expiry() {
     });
 }
 
+/// A read skips the deadline while no entry can expire. The first entry
+/// with a deadline, inserted on another thread into a cache built without
+/// any expiry, must still be seen as expired once the clock has passed it:
+/// the writer raises `may_expire` before it publishes the entry, so a
+/// reader that finds the entry sees the flag.
+#[test]
+fn loom_first_ttl_entry_is_checked_by_a_racing_read() {
+    loom::model(|| {
+        let clock = MockClock::new();
+        let c = cache(4, &clock);
+        let w = {
+            let (c, clock) = (c.clone(), clock.clone());
+            thread::spawn(move || {
+                c.insert_with_ttl(1, 10, Duration::from_nanos(10));
+                clock.advance(Duration::from_nanos(100));
+            })
+        };
+        thread::yield_now();
+        // Seeing the clock moved means the insert happened before this read.
+        let moved = clock.now_for_tests() >= 100;
+        let seen = c.get(&1);
+        if moved {
+            assert_eq!(seen, None);
+        } else {
+            assert!(matches!(seen, None | Some(10)), "{seen:?}");
+        }
+        w.join().unwrap();
+    });
+}
+
 /// Once the clock has passed the deadline (happens-before the read), the
 /// read misses, whether or not the purge has run.
 #[test]

@@ -63,13 +63,26 @@ mod imp {
     }
 
     /// Which stripe of the statistics counters this thread writes.
+    ///
+    /// A `const`-initialised thread local (no lazy-initialisation check or
+    /// destructor registration on each access), assigned on first use.
+    #[inline]
     pub(crate) fn thread_stripe() -> usize {
+        use std::cell::Cell;
         use std::sync::atomic::AtomicUsize as StdAtomicUsize;
         static NEXT: StdAtomicUsize = StdAtomicUsize::new(0);
         std::thread_local! {
-            static STRIPE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
         }
-        STRIPE.with(|s| *s)
+        STRIPE.with(|s| {
+            let v = s.get();
+            if v != usize::MAX {
+                return v;
+            }
+            let v = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & (usize::MAX >> 1);
+            s.set(v);
+            v
+        })
     }
 }
 
