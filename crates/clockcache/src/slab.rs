@@ -97,6 +97,7 @@ mod imp {
 
         /// Moves `value` into a block. Values of reclaimed blocks are
         /// pushed to `drops`, for the caller to drop outside the lock.
+        #[inline]
         pub(crate) fn alloc(&mut self, value: T, drops: &mut Vec<T>) -> NonNull<T> {
             if self.free.is_empty() {
                 self.reclaim(drops);
@@ -112,6 +113,8 @@ mod imp {
         }
 
         /// Takes back the blocks of every ready batch at the front.
+        #[cold]
+        #[inline(never)]
         fn reclaim(&mut self, drops: &mut Vec<T>) {
             while let Some(b) = self.limbo.front() {
                 // Acquire: pairs with the Release in the deferred function,
@@ -136,6 +139,8 @@ mod imp {
         }
 
         /// A never-used block, from the last chunk or a new one.
+        #[cold]
+        #[inline(never)]
         fn carve(&mut self) -> NonNull<T> {
             if self.fresh == 0 {
                 let total: usize = self.chunks.iter().map(|c| c.1).sum();
@@ -167,6 +172,8 @@ mod imp {
         }
 
         /// Seals the pending blocks into a batch, however few.
+        #[cold]
+        #[inline(never)]
         pub(crate) fn seal(&mut self, guard: &Guard) {
             if self.pending.is_empty() {
                 return;
@@ -184,6 +191,7 @@ mod imp {
         /// Retires a block whose entry was unlinked under the shard lock;
         /// its value stays readable while `guard` (pinned before the unlink)
         /// is.
+        #[inline]
         pub(crate) fn retire(&mut self, p: NonNull<T>, guard: &Guard) {
             self.pending.push(p);
             if self.pending.len() >= BATCH {
