@@ -402,18 +402,49 @@ impl<K, V> RawTable<K, V> {
         self.slot(i).store(entry, Ordering::Release);
     }
 
+    /// Unlinks exactly `p`, whose key's hash has low 32 bits `hash` (writer
+    /// only): `find_ptr` and `erase` in one call. An entry in its home
+    /// bucket (most of them) is found and erased without walking the probe
+    /// twice. Returns whether `p` was in the table.
+    pub(crate) fn remove_ptr(&self, hash: u64, p: *const Entry<K, V>) -> bool {
+        let home = self.home(hash);
+        let bucket = &self.buckets[home];
+        if let Some(i) = bucket
+            .slots
+            .iter()
+            .position(|s| std::ptr::eq(s.load(Ordering::Relaxed), p))
+        {
+            // In its home bucket: no bucket before it counts its probe.
+            self.empty_slot(home, i);
+            return true;
+        }
+        match self.find_ptr(hash, p) {
+            Some(slot) => {
+                self.erase(slot, hash);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Nulls slot `i` of bucket `b` and tags it EMPTY (writer only).
+    #[inline]
+    fn empty_slot(&self, b: usize, i: usize) {
+        let bucket = &self.buckets[b];
+        let word = bucket.tags.load(Ordering::Relaxed);
+        self.items
+            .store(self.items.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        bucket.slots[i].store(std::ptr::null_mut(), Ordering::Release);
+        bucket
+            .tags
+            .store(with_tag(word, i, EMPTY), Ordering::Release);
+    }
+
     /// Empties FULL slot `i`, whose entry's key hashes to `hash` (writer
     /// only). The caller retires the entry afterwards.
     pub(crate) fn erase(&self, i: usize, hash: u64) {
         let target = i >> 3;
-        let bucket = &self.buckets[target];
-        let word = bucket.tags.load(Ordering::Relaxed);
-        self.items
-            .store(self.items.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-        bucket.slots[i & 7].store(std::ptr::null_mut(), Ordering::Release);
-        bucket
-            .tags
-            .store(with_tag(word, i & 7, EMPTY), Ordering::Release);
+        self.empty_slot(target, i & 7);
         // The entry is unreachable now: the buckets its probe passed no
         // longer need to pass readers on for it.
         let mut b = self.home(hash);
@@ -484,8 +515,7 @@ mod tests {
             live.push_back((h, e));
             if live.len() > n {
                 let (h, e) = live.pop_front().unwrap();
-                let slot = t.find_ptr(h, e).unwrap();
-                t.erase(slot, h);
+                assert!(t.remove_ptr(h, e));
                 // SAFETY: allocated above and unlinked; nothing else holds it.
                 drop(unsafe { Box::from_raw(e) });
             }

@@ -357,9 +357,7 @@ where
         // SAFETY: `p` is a live entry of this shard (lock held).
         let e = unsafe { p.as_ref() };
         let table = self.table(guard);
-        if let Some(slot) = table.find_ptr(hash, p.as_ptr()) {
-            table.erase(slot, hash);
-        }
+        table.remove_ptr(hash, p.as_ptr());
         if in_queue {
             inner.policy.remove(e);
         }
