@@ -148,23 +148,30 @@ impl Generations {
         }
     }
 
+    #[inline]
     fn insert(&mut self, fp: u64, per_generation: usize) {
         // Rotate after a generation's worth, or as soon as the filter holds
         // what it was sized for (a saturated filter would answer "seen" for
         // every key).
         if self.current.inserted >= per_generation.min(self.current.capacity()) {
-            // The dropped generation's words become the new one when their
-            // size still fits, so a steady cache rotates without allocating.
-            let mut recycled = std::mem::replace(&mut self.previous, Bloom::with_capacity(0));
-            if Bloom::fits(recycled.words.len(), per_generation) {
-                recycled.words.fill(0);
-                recycled.inserted = 0;
-            } else {
-                recycled = Bloom::with_words(Bloom::words_with_headroom(per_generation));
-            }
-            self.previous = std::mem::replace(&mut self.current, recycled);
+            self.rotate(per_generation);
         }
         self.current.insert(fp);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn rotate(&mut self, per_generation: usize) {
+        // The dropped generation's words become the new one when their
+        // size still fits, so a steady cache rotates without allocating.
+        let mut recycled = std::mem::replace(&mut self.previous, Bloom::with_capacity(0));
+        if Bloom::fits(recycled.words.len(), per_generation) {
+            recycled.words.fill(0);
+            recycled.inserted = 0;
+        } else {
+            recycled = Bloom::with_words(Bloom::words_with_headroom(per_generation));
+        }
+        self.previous = std::mem::replace(&mut self.current, recycled);
     }
 
     /// Whether `fp` was inserted.
@@ -219,29 +226,39 @@ impl LongMemory {
         2 * o + (self.current[o] ^ usize::from(!current))
     }
 
+    #[inline]
     fn insert(&mut self, fp: u64, origin: Queue, per_generation: usize) {
         let o = origin as usize;
         let capacity = self.blocks.len() * 64 / GHOST_BITS_PER_KEY;
         if self.inserted[o] >= per_generation.min(capacity) {
-            if Bloom::words_for(per_generation) > self.blocks.len() {
-                // Too small for what the shard should remember: double.
-                // A key's block in the doubled filter is one of the two
-                // copies of its old block (the index is a multiply-shift),
-                // so nothing is forgotten. The filter thus grows with the
-                // evictions it has seen, not ahead of them.
-                self.blocks = self.blocks.iter().flat_map(|&b| [b, b]).collect();
-            }
-            // Drop the previous generation; it becomes the new current.
-            let old = self.column(origin, false);
-            for b in self.blocks.iter_mut() {
-                b.0[old] = 0;
-            }
-            self.current[o] ^= 1;
-            self.inserted[o] = 0;
+            self.rotate(origin, per_generation);
         }
         let (i, c) = (self.block(fp), self.column(origin, true));
         self.blocks[i].0[c] |= Bloom::bits(fp);
         self.inserted[o] += 1;
+    }
+
+    /// Starts a new generation of `origin`'s memory (growing the filter
+    /// first when it is too small for `per_generation` keys).
+    #[cold]
+    #[inline(never)]
+    fn rotate(&mut self, origin: Queue, per_generation: usize) {
+        let o = origin as usize;
+        if Bloom::words_for(per_generation) > self.blocks.len() {
+            // Too small for what the shard should remember: double.
+            // A key's block in the doubled filter is one of the two
+            // copies of its old block (the index is a multiply-shift),
+            // so nothing is forgotten. The filter thus grows with the
+            // evictions it has seen, not ahead of them.
+            self.blocks = self.blocks.iter().flat_map(|&b| [b, b]).collect();
+        }
+        // Drop the previous generation; it becomes the new current.
+        let old = self.column(origin, false);
+        for b in self.blocks.iter_mut() {
+            b.0[old] = 0;
+        }
+        self.current[o] ^= 1;
+        self.inserted[o] = 0;
     }
 
     #[inline]
