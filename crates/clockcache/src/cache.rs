@@ -120,6 +120,13 @@ where
         self.core.hasher.hash_one(key)
     }
 
+    /// An empty list of departures for one write, recorded only when a
+    /// listener will hear of them.
+    #[inline]
+    fn retired(&self) -> Retired<K, V> {
+        Retired::new(self.core.listener.is_some())
+    }
+
     #[inline]
     fn shard(&self, hash: u64) -> &Shard<K, V> {
         // Bits 32..: the table's home slot uses the low 32 bits and the tag
@@ -353,7 +360,7 @@ where
         let hash = self.hash(&key);
         let shard = self.shard(hash);
         let guard = epoch::pin();
-        let mut retired = Retired::new(self.core.listener.is_some());
+        let mut retired = self.retired();
         let (change, new) = {
             let mut inner = shard.inner.lock();
             self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, &guard)
@@ -464,7 +471,7 @@ where
         let hash = self.hash(key);
         let shard = self.shard(hash);
         let guard = epoch::pin();
-        let mut retired = Retired::new(self.core.listener.is_some());
+        let mut retired = self.retired();
         let now = self.core.clock.now();
         let removed = {
             let mut inner = shard.inner.lock();
@@ -569,7 +576,7 @@ where
     {
         for shard in self.core.shards.iter() {
             let guard = epoch::pin();
-            let mut retired = Retired::new(self.core.listener.is_some());
+            let mut retired = self.retired();
             let now = self.core.clock.now();
             {
                 let mut inner = shard.inner.lock();
@@ -588,7 +595,7 @@ where
     pub fn clear(&self) {
         for shard in self.core.shards.iter() {
             let guard = epoch::pin();
-            let mut retired = Retired::new(self.core.listener.is_some());
+            let mut retired = self.retired();
             {
                 let mut inner = shard.inner.lock();
                 shard.clear_locked(&mut inner, &mut retired, &guard);
@@ -608,7 +615,7 @@ where
         let mut total = 0;
         for shard in self.core.shards.iter() {
             let guard = epoch::pin();
-            let mut retired = Retired::new(self.core.listener.is_some());
+            let mut retired = self.retired();
             let now = self.core.clock.now();
             {
                 let mut inner = shard.inner.lock();
@@ -747,7 +754,7 @@ where
         let shard = cache.shard(self.hash);
         let now = cache.writer_now(false);
         let guard = epoch::pin();
-        let mut retired = Retired::new(cache.core.listener.is_some());
+        let mut retired = cache.retired();
         let mut inner = shard.inner.lock();
         let key = self
             .withdraw(&mut inner)

@@ -10,10 +10,10 @@
 //! spawns. loom 0.7 does not explore running a spawned thread ahead of its
 //! parent when the spawned thread's first operation is an atomic load
 //! (tokio-rs/loom#392, open), and every cache operation starts with loads
-//! (the epoch pin). Without the yield, a model whose reader checked that a
-//! writer's completed insert is visible ran in a single execution and never
-//! saw the writer go first; with it, loom explores both orders (and found
-//! the mistake a deliberately broken writer made).
+//! (the epoch pin). Without the yield, a probe whose writer inserted and
+//! then moved the mock clock ran 3 executions, none with the writer first;
+//! with it, 12, in both orders, and the model of the first deadline below
+//! then catches a writer deliberately broken to raise its flag too late.
 
 use crate::{Cache, EvictionPolicy, MockClock, RemovalCause};
 use loom::sync::atomic::{AtomicUsize, Ordering};
