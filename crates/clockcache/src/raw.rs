@@ -315,7 +315,7 @@ impl<K, V> RawTable<K, V> {
 
     /// Slot holding exactly `p`, whose key's hash has low 32 bits `hash`
     /// (writer only): compares pointers, so no key is read.
-    pub(crate) fn find_ptr(&self, hash: u64, p: *const Entry<K, V>) -> Option<usize> {
+    fn find_ptr(&self, hash: u64, p: *const Entry<K, V>) -> Option<usize> {
         let mut b = self.home(hash);
         let step = self.step(hash);
         for _ in 0..self.buckets.len() {
@@ -442,7 +442,7 @@ impl<K, V> RawTable<K, V> {
 
     /// Empties FULL slot `i`, whose entry's key hashes to `hash` (writer
     /// only). The caller retires the entry afterwards.
-    pub(crate) fn erase(&self, i: usize, hash: u64) {
+    fn erase(&self, i: usize, hash: u64) {
         let target = i >> 3;
         self.empty_slot(target, i & 7);
         // The entry is unreachable now: the buckets its probe passed no
