@@ -149,6 +149,8 @@ where
     {
         let hash = self.hash(key);
         let shard = self.shard(hash);
+        // The bucket's cache miss overlaps the pin's atomic instruction.
+        shard.prefetch(hash);
         let guard = epoch::pin();
         let found = shard.table(&guard).find(hash, key, &guard);
         match found {
@@ -359,6 +361,7 @@ where
         let now = self.writer_now(ttl.is_some());
         let hash = self.hash(&key);
         let shard = self.shard(hash);
+        shard.prefetch(hash);
         let guard = epoch::pin();
         let mut retired = self.retired();
         let (change, new) = {

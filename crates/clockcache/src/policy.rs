@@ -266,6 +266,12 @@ impl LongMemory {
         self.contains_each(fp)[origin as usize]
     }
 
+    /// Starts fetching the block of `fp` (see [`crate::sync::prefetch`]).
+    #[inline]
+    fn prefetch(&self, fp: u64) {
+        crate::sync::prefetch(std::ptr::addr_of!(self.blocks[self.block(fp)]));
+    }
+
     /// Whether `fp` is in each origin's memory (indexed by `Queue`): one
     /// block answers for both.
     #[inline]
@@ -492,6 +498,16 @@ impl<K, V> Policy<K, V> {
     }
 
     /// Places a newly inserted entry.
+    /// Starts fetching the ghost filter block of `hash`, which admitting or
+    /// remembering that key reads, so that the miss overlaps the work
+    /// before it.
+    #[inline]
+    pub(crate) fn prefetch_ghosts(&self, hash: u64) {
+        if self.kind != EvictionPolicy::Clock {
+            self.ghosts.long.prefetch(fingerprint(hash));
+        }
+    }
+
     pub(crate) fn admit(&mut self, e: &Entry<K, V>, hash: u64) {
         let fp = fingerprint(hash);
         let to_main = match self.kind {
@@ -595,6 +611,16 @@ impl<K, V> Policy<K, V> {
                 None
             }
         })
+    }
+
+    /// The entry that the next eviction from `from` considers first, if
+    /// known (a hint for prefetching: that eviction may still pass it over).
+    #[inline]
+    pub(crate) fn next_at_hand(&self, from: Queue) -> Option<NonNull<Entry<K, V>>> {
+        match from {
+            Queue::Small => self.small.peek_front(),
+            Queue::Main => self.main.peek_front(),
+        }
     }
 
     /// Remembers the key hash of an evicted entry: its next insertion goes

@@ -131,6 +131,80 @@ fn next_prime(n: usize) -> usize {
     (n..).find(|&m| is_prime(m)).unwrap_or(n)
 }
 
+/// A bucket's size: one cache line (checked by a test). Under loom nothing
+/// is prefetched, so only the test uses it.
+#[cfg_attr(loom, allow(dead_code))]
+const BUCKET_BYTES: usize = 64;
+
+/// The home bucket of `hash` among `n` buckets: a multiply-shift of the
+/// hash's low 32 bits.
+#[inline]
+fn home_of(hash: u64, n: usize) -> usize {
+    (((hash as u32) as u64 * n as u64) >> 32) as usize
+}
+
+/// Where a table's buckets are, kept beside the shard's table pointer so
+/// that an operation can start fetching its key's home bucket before it
+/// pins the epoch or takes the shard lock: the pin's atomic
+/// read-modify-write (or the lock's) then overlaps the cache miss instead
+/// of preceding it.
+///
+/// Only a hint: it is read without pinning, and a reader that races a table
+/// replacement may pair the new address with the old length, or read the
+/// address of a table already freed. Either way it prefetches a useless
+/// line, nothing more: a prefetch never faults and the address is never
+/// dereferenced. Under loom it is empty (a prefetch changes no result, so
+/// the models need not explore it).
+pub(crate) struct BucketHint {
+    #[cfg(not(loom))]
+    base: AtomicUsize,
+    #[cfg(not(loom))]
+    len: AtomicUsize,
+}
+
+impl BucketHint {
+    /// A hint at `table`'s buckets.
+    pub(crate) fn new<K, V>(table: &RawTable<K, V>) -> Self {
+        let hint = Self {
+            #[cfg(not(loom))]
+            base: AtomicUsize::new(0),
+            #[cfg(not(loom))]
+            len: AtomicUsize::new(0),
+        };
+        hint.point_at(table);
+        hint
+    }
+
+    /// Points the hint at `table` (writer only, when it replaces the table).
+    pub(crate) fn point_at<K, V>(&self, table: &RawTable<K, V>) {
+        #[cfg(not(loom))]
+        {
+            self.base
+                .store(table.buckets.as_ptr() as usize, Ordering::Relaxed);
+            self.len.store(table.buckets.len(), Ordering::Relaxed);
+        }
+        #[cfg(loom)]
+        let _ = table;
+    }
+
+    /// Asks the CPU to start loading the home bucket of `hash` (see
+    /// [`crate::sync::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        #[cfg(not(loom))]
+        {
+            let base = self.base.load(Ordering::Relaxed);
+            let len = self.len.load(Ordering::Relaxed);
+            // An address computed, never dereferenced (see the type's doc
+            // for why it may be stale).
+            let line = base.wrapping_add(home_of(hash, len) * BUCKET_BYTES);
+            crate::sync::prefetch(line as *const u8);
+        }
+        #[cfg(loom)]
+        let _ = hash;
+    }
+}
+
 #[repr(C, align(64))]
 struct Bucket<K, V> {
     tags: AtomicU64,
@@ -191,7 +265,7 @@ impl<K, V> RawTable<K, V> {
 
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        (((hash as u32) as u64 * self.buckets.len() as u64) >> 32) as usize
+        home_of(hash, self.buckets.len())
     }
 
     /// The probe stride of `hash`: 1..n-1 buckets, from the low 16 bits of
@@ -480,6 +554,24 @@ impl<K, V> RawTable<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_is_one_cache_line_and_the_hint_finds_the_home_bucket() {
+        assert_eq!(std::mem::size_of::<Bucket<u64, u64>>(), BUCKET_BYTES);
+        assert_eq!(std::mem::size_of::<Bucket<String, Vec<u8>>>(), BUCKET_BYTES);
+        let t = RawTable::<u64, u64>::for_items(1000);
+        let base = t.buckets.as_ptr() as usize;
+        for hash in [0u64, 1, 0xFFFF_FFFF, 0xDEAD_BEEF_1234_5678, u64::MAX] {
+            let b = t.home(hash);
+            assert!(b < t.buckets.len());
+            assert_eq!(
+                std::ptr::addr_of!(t.buckets[b]) as usize,
+                base + home_of(hash, t.buckets.len()) * BUCKET_BYTES
+            );
+        }
+        // A hint at a table (the prefetch itself has no observable effect).
+        BucketHint::new(&t).prefetch(42);
+    }
 
     #[test]
     fn swar_matching_finds_every_equal_byte() {

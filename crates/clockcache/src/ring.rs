@@ -9,26 +9,12 @@
 //! shard lock.
 
 use crate::entry::Entry;
+use crate::sync::prefetch;
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 
 /// How far ahead of the hand `pop_front` prefetches.
 const PREFETCH_AHEAD: usize = 4;
-
-/// Hints the CPU to start loading the cache line at `p` (no effect on
-/// correctness; a no-op off x86-64 and under loom).
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(all(target_arch = "x86_64", not(loom)))]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch is a hint that never faults, whatever the
-        // address, and SSE (its target feature) is part of baseline x86-64.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-    let _ = p;
-}
 
 /// Fewest cells a ring grows or shrinks by.
 const MIN_GROWTH: usize = 64;
@@ -83,6 +69,13 @@ impl<K, V> Ring<K, V> {
         }
         e.set_pos(self.head.wrapping_add(self.cells.len() as u32));
         self.cells.push_back(Some(NonNull::from(e)));
+    }
+
+    /// The entry at the head, unless the head is a hole (only a hint of what
+    /// the hand takes next: for prefetching).
+    #[inline]
+    pub(crate) fn peek_front(&self) -> Option<NonNull<Entry<K, V>>> {
+        self.cells.front().copied().flatten()
     }
 
     /// Takes the entry at the head, skipping holes.

@@ -10,7 +10,7 @@
 use crate::entry::{Entry, NEVER};
 use crate::expiry::DeadlineIndex;
 use crate::policy::{Duel, EvictionPolicy, Policy};
-use crate::raw::RawTable;
+use crate::raw::{BucketHint, RawTable};
 use crate::slab::Slab;
 use crate::stats::WriteCounters;
 use crate::sync::epoch::{self, Guard, Owned};
@@ -136,11 +136,11 @@ pub(crate) struct Inner<K, V> {
 }
 
 pub(crate) struct Shard<K, V> {
-    /// The only field readers load: on a cache line of its own (and the
+    /// The only fields readers load: on a cache line of their own (and the
     /// shard aligned to one), so that writers updating the lock, the
     /// mirrors and the counters of this shard or the one before it in the
     /// array do not invalidate it under the readers.
-    table: CachePadded<epoch::Atomic<RawTable<K, V>>>,
+    read: CachePadded<ReadSide<K, V>>,
     /// The shard's share of the capacity (also in `Inner`, for the lock
     /// holder).
     budget: u64,
@@ -148,6 +148,13 @@ pub(crate) struct Shard<K, V> {
     len: AtomicUsize,
     weight: AtomicU64,
     pub(crate) counters: WriteCounters,
+}
+
+/// What readers of a shard load.
+struct ReadSide<K, V> {
+    table: epoch::Atomic<RawTable<K, V>>,
+    /// Where `table`'s buckets are, for a prefetch before pinning.
+    hint: BucketHint,
 }
 
 /// Hashes a key the way the cache does.
@@ -179,8 +186,12 @@ where
         duel: Duel,
     ) -> Self {
         let initial = item_limit.min(INITIAL_ITEMS).max(table_items);
+        let table = RawTable::for_items(table_items);
         Self {
-            table: CachePadded::new(epoch::Atomic::new(RawTable::for_items(table_items))),
+            read: CachePadded::new(ReadSide {
+                hint: BucketHint::new(&table),
+                table: epoch::Atomic::new(table),
+            }),
             budget,
             inner: Mutex::new(Inner {
                 policy: Policy::new(policy, budget, initial, item_limit, duel),
@@ -199,10 +210,17 @@ where
         }
     }
 
+    /// Starts fetching the current table's home bucket of `hash` into the
+    /// cache, without pinning (see [`BucketHint`]).
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        self.read.hint.prefetch(hash);
+    }
+
     /// The current table.
     #[inline]
     pub(crate) fn table<'g>(&self, guard: &'g Guard) -> &'g RawTable<K, V> {
-        let t = self.table.load(Ordering::Acquire, guard);
+        let t = self.read.table.load(Ordering::Acquire, guard);
         // SAFETY: the table pointer is never null (set in `new`, only ever
         // swapped for another table), and a replaced table is retired through
         // the epoch collector, so it outlives `guard`.
@@ -258,6 +276,7 @@ where
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) -> (isize, *const Entry<K, V>) {
+        inner.policy.prefetch_ghosts(hash);
         let raw = entry.as_ptr();
         // SAFETY: just allocated and not yet shared; freed only by a later
         // retirement.
@@ -331,7 +350,9 @@ where
         let new = RawTable::for_items(target);
         old.copy_into(&new);
         let new = Owned::new(new).into_shared(guard);
-        let old = self.table.swap(new, Ordering::AcqRel, guard);
+        let old = self.read.table.swap(new, Ordering::AcqRel, guard);
+        // SAFETY: just stored; retired only by a later rehash under the lock.
+        self.read.hint.point_at(unsafe { new.deref() });
         // SAFETY: the old table is unreachable for readers that pin from now
         // on; it is retired once, here. Dropping a table frees only its
         // arrays, never the entries (they now live in the new table).
@@ -457,6 +478,18 @@ where
         };
         // SAFETY: the policy returns live entries of this shard.
         let h = u64::from(unsafe { v.entry.as_ref() }.hash);
+        // Each eviction unlinks its victim from the table and remembers it
+        // in a ghost filter: two cache misses at addresses that depend on
+        // the victim's hash. The ring already prefetched the next entries at
+        // the hand, so the next likely victim's hash is at hand: start
+        // fetching its bucket and ghost block now, for the next eviction.
+        if let Some(next) = inner.policy.next_at_hand(v.from) {
+            // SAFETY: ring pointers are live entries of this shard (lock
+            // held).
+            let nh = u64::from(unsafe { next.as_ref() }.hash);
+            self.prefetch(nh);
+            inner.policy.prefetch_ghosts(nh);
+        }
         if v.cause == RemovalCause::Evicted {
             inner.policy.remember(h, v.from);
         }
@@ -576,7 +609,7 @@ impl<K, V> Drop for Shard<K, V> {
             // with the retired ones (the unprotected guard defers nothing).
             inner.slab.retire(p, guard);
         }
-        let table = std::mem::replace(&mut *self.table, epoch::Atomic::null());
+        let table = std::mem::replace(&mut self.read.table, epoch::Atomic::null());
         // SAFETY: the table pointer is never null and nothing else can reach
         // it any more; it was allocated by `Owned`. Dropping it frees only
         // its arrays.

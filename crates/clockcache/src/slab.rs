@@ -103,7 +103,14 @@ mod imp {
                 self.reclaim(drops);
             }
             let p = match self.free.pop() {
-                Some(p) => p,
+                Some(p) => {
+                    // The next insert writes the next free block: start
+                    // fetching it now (it was freed long ago, so cold).
+                    if let Some(next) = self.free.last() {
+                        crate::sync::prefetch(next.as_ptr());
+                    }
+                    p
+                }
                 None => self.carve(),
             };
             // SAFETY: `p` is a block of one of our chunks that holds no

@@ -157,3 +157,21 @@ mod imp {
 }
 
 pub(crate) use imp::*;
+
+/// Hints the CPU to start loading the cache line at `p` into its caches.
+/// Changes no result, so any address will do, even a stale or dangling one:
+/// nothing is dereferenced. A no-op off x86-64 and under loom (there is
+/// nothing for a model to explore).
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch reads no memory architecturally and never
+        // faults, whatever the address; SSE, its target feature, is part of
+        // baseline x86-64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
