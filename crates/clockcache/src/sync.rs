@@ -1,5 +1,5 @@
-//! The one door through which the engine reaches atomics, locks, `Arc` and
-//! epoch-based reclamation.
+//! The one door through which the engine reaches atomics, locks, `Arc`,
+//! epoch-based reclamation and the CPU's prefetch hint.
 //!
 //! In a normal build everything here is `std`, `parking_lot` and
 //! `crossbeam-epoch`. Under `RUSTFLAGS="--cfg loom --cfg crossbeam_loom"` the
