@@ -497,7 +497,6 @@ impl<K, V> Policy<K, V> {
         score.store(next, Ordering::Relaxed);
     }
 
-    /// Places a newly inserted entry.
     /// Starts fetching the ghost filter block of `hash`, which admitting or
     /// remembering that key reads, so that the miss overlaps the work
     /// before it.
@@ -508,6 +507,7 @@ impl<K, V> Policy<K, V> {
         }
     }
 
+    /// Places a newly inserted entry.
     pub(crate) fn admit(&mut self, e: &Entry<K, V>, hash: u64) {
         let fp = fingerprint(hash);
         let to_main = match self.kind {
