@@ -187,6 +187,13 @@ impl BucketHint {
         let _ = table;
     }
 
+    /// Whether the hint points at `table`'s buckets.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn points_at<K, V>(&self, table: &RawTable<K, V>) -> bool {
+        self.base.load(Ordering::Relaxed) == table.buckets.as_ptr() as usize
+            && self.len.load(Ordering::Relaxed) == table.buckets.len()
+    }
+
     /// Asks the CPU to start loading the home bucket of `hash` (see
     /// [`crate::sync::prefetch`]).
     #[inline]

@@ -616,3 +616,39 @@ impl<K, V> Drop for Shard<K, V> {
         drop(unsafe { table.into_owned() });
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::sync::epoch;
+    use crate::Cache;
+
+    /// The prefetch hint must follow the table when a shard grows it: a
+    /// stale hint changes no result, so only this test would notice the
+    /// prefetches going to a freed array.
+    #[test]
+    fn the_bucket_hint_follows_the_table_as_it_grows() {
+        let cache: Cache<u64, u64> = Cache::builder()
+            .capacity(20_000)
+            .shards(4)
+            .initial_capacity(8)
+            .build();
+        let slots = |cache: &Cache<u64, u64>| -> Vec<usize> {
+            let guard = epoch::pin();
+            let shards = cache.core.shards.iter();
+            shards.map(|s| s.table(&guard).slot_count()).collect()
+        };
+        let before = slots(&cache);
+        for k in 0..20_000 {
+            cache.insert(k, k);
+        }
+        let after = slots(&cache);
+        assert!(
+            before.iter().zip(&after).all(|(b, a)| a > b),
+            "{before:?} -> {after:?}"
+        );
+        let guard = epoch::pin();
+        for shard in cache.core.shards.iter() {
+            assert!(shard.read.hint.points_at(shard.table(&guard)));
+        }
+    }
+}
