@@ -40,7 +40,7 @@ pub enum EvictionPolicy {
     /// main CLOCK with small frequency counters, and a ghost of keys recently
     /// evicted from probation. Scan- and one-hit-wonder-resistant.
     S3Fifo,
-    /// S3-FIFO whose probationary share adapts (between 1% and 90%) from
+    /// S3-FIFO whose probationary share adapts (between 1% and 99%) from
     /// ghost hits, as ARC adapts its split: a key that comes back after
     /// eviction from probation grows the probationary FIFO, one that comes
     /// back after eviction from the main clock shrinks it. Recency-friendly
@@ -60,8 +60,20 @@ fn index(fp: u64, n: usize) -> usize {
     ((u64::from(fp as u32) * n as u64) >> 32) as usize
 }
 
-/// Bits of Bloom filter per remembered key.
+/// Bits of Bloom filter per remembered key, for filters that hold many keys.
 const GHOST_BITS_PER_KEY: usize = 10;
+
+/// Fewest bits a filter takes while that stays within
+/// [`GHOST_MAX_BITS_PER_KEY`] per key (2 KiB). A filter for few keys, a small
+/// shard's, costs little in bytes either way, and there a false positive
+/// costs much: true ghost hits are rare, so the fast track that false
+/// positives open to unseen keys is most of the traffic into the main clock
+/// (at 10 bits per key the P3 trace at 1,000 entries lost 0.02 to 0.06
+/// points to LRU; at 32, it gains 0.1).
+const GHOST_MIN_FILTER_BITS: usize = 16_384;
+
+/// Most bits per key the floor above may give a filter.
+const GHOST_MAX_BITS_PER_KEY: usize = 32;
 
 /// A blocked Bloom filter: a key sets three bits of one 64-bit word. The
 /// word comes from the fingerprint's low 32 bits, the bits from bits 40 to
@@ -72,10 +84,15 @@ struct Bloom {
 }
 
 impl Bloom {
-    /// Words for `keys` keys: any count (the index is a multiply-shift, so
-    /// no rounding up to a power of two).
+    /// Words for `keys` keys: [`GHOST_BITS_PER_KEY`] each, or more for a
+    /// filter of few keys (see [`GHOST_MIN_FILTER_BITS`]); any count (the
+    /// index is a multiply-shift, so no rounding up to a power of two).
     fn words_for(keys: usize) -> usize {
-        (keys * GHOST_BITS_PER_KEY).div_ceil(64).max(16)
+        let floor = GHOST_MIN_FILTER_BITS.min(keys.saturating_mul(GHOST_MAX_BITS_PER_KEY));
+        keys.saturating_mul(GHOST_BITS_PER_KEY)
+            .max(floor)
+            .div_ceil(64)
+            .max(16)
     }
 
     fn with_capacity(keys: usize) -> Self {
@@ -419,9 +436,12 @@ pub(crate) struct Duel {
 /// Share of a shard's budget given to the S3-FIFO probationary queue (the
 /// starting point of the adaptive policy).
 const SMALL_SHARE_PERCENT: u64 = 10;
-/// Bounds of the adaptive probationary share.
+/// Bounds of the adaptive probationary share. The upper one lets a shard
+/// become nearly one FIFO whose entries read once are promoted to a small
+/// clock: on recency-only traces at small sizes (P12 at 1,000 entries) that
+/// beats LRU, where a main clock of at least 10% stays below it.
 const MIN_SMALL_PERCENT: u64 = 1;
-const MAX_SMALL_PERCENT: u64 = 90;
+const MAX_SMALL_PERCENT: u64 = 99;
 
 impl<K, V> Policy<K, V> {
     /// `expected_items`: what the rings start with; `item_limit`: what the
@@ -808,5 +828,29 @@ mod tests {
             .filter(|&f| g.lookup(f, Queue::Small).is_some())
             .count();
         assert_eq!(remembered, 2_000);
+    }
+
+    /// A small shard's ghost (1,000 entries: 500 keys a generation) gets
+    /// the 2 KiB floor, about 32 bits a key, and answers far fewer false
+    /// positives than 10 bits a key would (0.19% of unseen keys here,
+    /// against 0.74% without the floor); a large one stays at 10 bits a key.
+    #[test]
+    fn small_ghosts_get_a_floor_of_bits_and_large_ones_ten_bits_per_key() {
+        assert_eq!(Bloom::words_for(0), 16);
+        assert_eq!(Bloom::words_for(100), 100 * GHOST_MAX_BITS_PER_KEY / 64);
+        assert_eq!(Bloom::words_for(500), 500 * GHOST_MAX_BITS_PER_KEY / 64);
+        assert_eq!(Bloom::words_for(1_000), GHOST_MIN_FILTER_BITS / 64);
+        assert_eq!(
+            Bloom::words_for(100_000),
+            (100_000 * GHOST_BITS_PER_KEY).div_ceil(64)
+        );
+        let mut g = Ghosts::new();
+        for fp in fps(2_000, 4) {
+            g.insert(fp, Queue::Small, 1_000, 100);
+        }
+        let fp_hits = fps(100_000, 5)
+            .filter(|&f| g.lookup(f, Queue::Small).is_some())
+            .count();
+        assert!(fp_hits < 500, "{fp_hits} false positives in 100,000");
     }
 }
