@@ -811,23 +811,30 @@ mod tests {
         assert!(!follower.main_ghost_goes_to_main());
     }
 
+    /// Ghosts that remembered `n` keys of `salt` evicted from probation,
+    /// in a shard of `cap` entries with a recent window of `window`.
+    fn ghosts_of(n: u64, salt: u64, cap: usize, window: usize) -> Ghosts {
+        let mut g = Ghosts::new();
+        for fp in fps(n, salt) {
+            g.insert(fp, Queue::Small, cap, window);
+        }
+        g
+    }
+
+    /// How many of `keys` the ghosts claim to remember.
+    fn claimed(g: &Ghosts, keys: impl Iterator<Item = u64>) -> usize {
+        keys.filter(|&f| g.lookup(f, Queue::Small).is_some())
+            .count()
+    }
+
     #[test]
     fn ghost_false_positive_rate_stays_low_at_capacity() {
-        let mut g = Ghosts::new();
-        for fp in fps(10_000, 2) {
-            g.insert(fp, Queue::Small, 10_000, 1_000);
-        }
+        let g = ghosts_of(10_000, 2, 10_000, 1_000);
         // Keys never inserted: about 1% false positives by design.
-        let fp_hits = fps(10_000, 3)
-            .filter(|&f| g.lookup(f, Queue::Small).is_some())
-            .count();
+        let fp_hits = claimed(&g, fps(10_000, 3));
         assert!(fp_hits < 400, "{fp_hits} false positives in 10,000");
         // The last generation's keys are all remembered.
-        let remembered = fps(10_000, 2)
-            .skip(8_000)
-            .filter(|&f| g.lookup(f, Queue::Small).is_some())
-            .count();
-        assert_eq!(remembered, 2_000);
+        assert_eq!(claimed(&g, fps(10_000, 2).skip(8_000)), 2_000);
     }
 
     /// A small shard's ghost (1,000 entries: 500 keys a generation) gets
@@ -844,13 +851,8 @@ mod tests {
             Bloom::words_for(100_000),
             (100_000 * GHOST_BITS_PER_KEY).div_ceil(64)
         );
-        let mut g = Ghosts::new();
-        for fp in fps(2_000, 4) {
-            g.insert(fp, Queue::Small, 1_000, 100);
-        }
-        let fp_hits = fps(100_000, 5)
-            .filter(|&f| g.lookup(f, Queue::Small).is_some())
-            .count();
+        let g = ghosts_of(2_000, 4, 1_000, 100);
+        let fp_hits = claimed(&g, fps(100_000, 5));
         assert!(fp_hits < 500, "{fp_hits} false positives in 100,000");
     }
 }
