@@ -68,8 +68,8 @@ const GHOST_BITS_PER_KEY: usize = 10;
 /// shard's, costs little in bytes either way, and there a false positive
 /// costs much: true ghost hits are rare, so the fast track that false
 /// positives open to unseen keys is most of the traffic into the main clock
-/// (at 10 bits per key the P3 trace at 1,000 entries lost 0.02 to 0.06
-/// points to LRU; at 32, it gains 0.1).
+/// (at 10 bits per key the P3 trace at 1,000 entries lost up to 0.06
+/// points to LRU, depending on the hash seed; at 32, it gains 0.1).
 const GHOST_MIN_FILTER_BITS: usize = 16_384;
 
 /// Most bits per key the floor above may give a filter.
@@ -437,9 +437,9 @@ pub(crate) struct Duel {
 /// starting point of the adaptive policy).
 const SMALL_SHARE_PERCENT: u64 = 10;
 /// Bounds of the adaptive probationary share. The upper one lets a shard
-/// become nearly one FIFO whose entries read once are promoted to a small
-/// clock: on recency-only traces at small sizes (P12 at 1,000 entries) that
-/// beats LRU, where a main clock of at least 10% stays below it.
+/// become nearly one FIFO whose entries, once read, move to a small clock:
+/// on recency-only traces at small sizes (P12 at 1,000 entries) that beats
+/// LRU, where a main clock of at least 10% stays below it.
 const MIN_SMALL_PERCENT: u64 = 1;
 const MAX_SMALL_PERCENT: u64 = 99;
 
