@@ -573,6 +573,13 @@ fn initial_capacity_sizes_the_structures_up_front_and_both_ways_hold_everything(
 /// policy keeps most of the loop: keys back from the main clock's ghost go
 /// through probation instead of evicting residents that are needed just as
 /// soon (the shards' duel settles on that here).
+///
+/// The hash seed is fixed. With a random one, a shard now and then draws
+/// fewer of the loop's keys than it holds (3 standard deviations below the
+/// mean of 1,100) and hits every one of them, whatever the policy: CLOCK's
+/// last pass then scores 3% a shard like that (one seed in about 30; CI once
+/// saw 5.6%). That is the split of keys over shards, not eviction. The
+/// adaptive policy kept 83.8-85.1% over 30 random seeds.
 #[test]
 fn a_loop_larger_than_the_cache_keeps_most_of_its_keys() {
     let cap = 32_000u64;
@@ -581,11 +588,11 @@ fn a_loop_larger_than_the_cache_keeps_most_of_its_keys() {
         (EvictionPolicy::Adaptive, 0.6),
         (EvictionPolicy::Clock, 0.0),
     ] {
-        let c: Cache<u64, u64> = Cache::builder()
+        let c: Cache<u64, u64, ahash::RandomState> = Cache::builder()
             .capacity(cap)
             .shards(32)
             .eviction_policy(policy)
-            .build();
+            .build_with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4));
         let mut last = 0.0;
         for _ in 0..12 {
             let mut hits = 0;
