@@ -252,6 +252,68 @@ where
         self.insert_inner(key, value, Some(ttl));
     }
 
+    /// Replaces the value for `key` only if the key has a live entry and
+    /// `pred` accepts its value: a compare-and-swap. The check and the write
+    /// happen under the shard lock, atomically with respect to every other
+    /// writer of the key, so a value written in between is never overwritten
+    /// by one computed from an older read. Returns whether `value` was
+    /// stored (the old one is reported as [`RemovalCause::Replaced`]);
+    /// otherwise `value` is dropped unseen by the listener. `pred` runs under
+    /// that lock: it must not call into this cache.
+    ///
+    /// ```
+    /// use clockcache::Cache;
+    ///
+    /// let cache: Cache<&str, u32> = Cache::new(10);
+    /// cache.insert("hits", 1);
+    /// // Read, compute, and write back only if nobody wrote in between.
+    /// let seen = cache.get("hits").unwrap();
+    /// assert!(cache.replace_if("hits", seen + 1, |v| *v == seen));
+    /// assert!(!cache.replace_if("hits", seen + 1, |v| *v == seen)); // 2 now
+    /// assert!(!cache.replace_if("absent", 1, |_| true)); // no entry: no insert
+    /// assert_eq!(cache.get("hits"), Some(2));
+    /// ```
+    pub fn replace_if<F>(&self, key: K, value: V, pred: F) -> bool
+    where
+        F: FnOnce(&V) -> bool,
+    {
+        self.replace_inner(key, value, None, pred)
+    }
+
+    /// Like [`replace_if`](Self::replace_if), and the new value expires
+    /// `ttl` from now, as with [`insert_with_ttl`](Self::insert_with_ttl).
+    pub fn replace_with_ttl_if<F>(&self, key: K, value: V, ttl: Duration, pred: F) -> bool
+    where
+        F: FnOnce(&V) -> bool,
+    {
+        self.replace_inner(key, value, Some(ttl), pred)
+    }
+
+    fn replace_inner<F>(&self, key: K, value: V, ttl: Option<Duration>, pred: F) -> bool
+    where
+        F: FnOnce(&V) -> bool,
+    {
+        let now = self.writer_now(ttl.is_some());
+        let hash = self.hash(&key);
+        let shard = self.shard(hash);
+        let guard = epoch::pin();
+        let mut retired = self.retired();
+        let mut inner = shard.inner.lock();
+        let found = shard.table(&guard).find(hash, &key, &guard);
+        if !found.is_some_and(|e| !self.is_expired_now(e) && pred(e.value())) {
+            // The key and value are dropped after the lock, like every
+            // other user value.
+            drop(inner);
+            return false;
+        }
+        let (change, new) =
+            self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, &guard);
+        drop(inner);
+        self.settle(change, new, now, &mut retired, &guard);
+        retired.release(self.core.listener.as_ref(), &guard);
+        true
+    }
+
     /// Builds an entry: weight, deadline, and whether it cannot stay.
     #[allow(clippy::too_many_arguments)]
     fn make_entry(

@@ -264,6 +264,32 @@ fn loom_two_inserts_of_one_key() {
     });
 }
 
+/// Two read-compute-`replace_if` increments of one counter, each reading
+/// through the lock-free path and retrying when the compare fails: neither
+/// increment is lost (the compare and the write are one step under the shard
+/// lock, so a stale read can only fail, never overwrite).
+#[test]
+fn loom_two_replace_if_increments() {
+    loom::model(|| {
+        let c = cache(4, &MockClock::new());
+        c.insert(1, 0);
+        let add = |c: &Cache<u64, u64, ahash::RandomState>| loop {
+            let seen = c.get(&1).expect("the counter stays");
+            if c.replace_if(1, seen + 1, |v| *v == seen) {
+                break;
+            }
+        };
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || add(&c))
+        };
+        thread::yield_now();
+        add(&c);
+        w.join().unwrap();
+        assert_eq!(c.get(&1), Some(2));
+    });
+}
+
 /// `clear` racing an insert: afterwards the cache is empty or holds exactly
 /// the inserted entry, and its counts agree with what `get` sees.
 #[test]

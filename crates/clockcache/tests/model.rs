@@ -21,6 +21,9 @@ enum Op {
     Peek(u8),
     Remove(u8),
     GetOrInsert(u8, u16),
+    /// `replace_if` with a predicate that accepts even values (a TTL when
+    /// the third field is set).
+    ReplaceIfEven(u8, u16, Option<u8>),
     RetainEven,
     Clear,
     Purge,
@@ -35,7 +38,9 @@ fn op() -> impl Strategy<Value = Op> {
         6 => key.clone().prop_map(Op::Get),
         2 => key.clone().prop_map(Op::Peek),
         2 => key.clone().prop_map(Op::Remove),
-        2 => (key, any::<u16>()).prop_map(|(k, v)| Op::GetOrInsert(k, v)),
+        2 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::GetOrInsert(k, v)),
+        2 => (key, any::<u16>(), prop::option::of(0u8..6))
+            .prop_map(|(k, v, t)| Op::ReplaceIfEven(k, v, t)),
         1 => Just(Op::RetainEven),
         1 => Just(Op::Clear),
         1 => Just(Op::Purge),
@@ -114,6 +119,22 @@ fn run(
                     replaced = m.map.insert(k, (v, u64::MAX)).map(|(old, _)| (k, old));
                 }
                 prop_assert_eq!(cache.get_or_insert_with(k, || v), expected);
+            }
+            Op::ReplaceIfEven(k, v, t) => {
+                let expected = m.live(k).is_some_and(|old| old % 2 == 0);
+                if expected {
+                    let deadline = t.map_or(u64::MAX, |t| m.now + u64::from(t));
+                    replaced = m.map.insert(k, (v, deadline)).map(|(old, _)| (k, old));
+                }
+                let stored = match t {
+                    None => cache.replace_if(k, v, |old| old % 2 == 0),
+                    Some(t) => {
+                        cache.replace_with_ttl_if(k, v, Duration::from_secs(u64::from(t)), |old| {
+                            old % 2 == 0
+                        })
+                    }
+                };
+                prop_assert_eq!(stored, expected, "replace_if {}", k);
             }
             Op::RetainEven => {
                 may_remove = true;

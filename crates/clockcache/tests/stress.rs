@@ -67,6 +67,7 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
             d.fetch_add(1, Ordering::SeqCst);
         })
         .build();
+    let rejected = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let ticker = {
         let (clock, stop) = (clock.clone(), stop.clone());
@@ -79,7 +80,7 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
     };
     let workers: Vec<_> = (0..threads as u64)
         .map(|t| {
-            let (cache, clock) = (cache.clone(), clock.clone());
+            let (cache, clock, rejected) = (cache.clone(), clock.clone(), rejected.clone());
             thread::spawn(move || {
                 let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
                 for i in 0..ops {
@@ -111,8 +112,20 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
                             let latest = clock.now_nanos() + ttl.as_nanos() as u64;
                             v.0.latest_deadline.store(latest, Ordering::SeqCst);
                         }
-                        12 => {
+                        12 if i % 2 == 0 => {
                             cache.remove(&key);
+                        }
+                        12 => {
+                            // A compare-and-swap against the value read: the
+                            // new value is stored or dropped, never leaked.
+                            if let Some(seen) = cache.peek(&key) {
+                                let stored =
+                                    cache.replace_if(key, Tracked::new(key, u64::MAX), |v| {
+                                        Arc::ptr_eq(&v.0, &seen.0)
+                                    });
+                                // A value never stored is no departure.
+                                rejected.fetch_add(usize::from(!stored), Ordering::SeqCst);
+                            }
                         }
                         13 => {
                             let v = cache.get_or_insert_with(key, || Tracked::new(key, u64::MAX));
@@ -156,7 +169,7 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
         "every value dropped exactly once"
     );
     assert_eq!(
-        departed.load(Ordering::SeqCst) + live,
+        departed.load(Ordering::SeqCst) + live + rejected.load(Ordering::SeqCst),
         created,
         "every departure reported once"
     );
@@ -182,4 +195,47 @@ fn stress_counts_every_drop() {
         DROPPED.store(0, Ordering::SeqCst);
         stress(policy, threads, ops);
     }
+}
+
+/// Read-compute-`replace_if` increments from every thread on a few counters
+/// (with evictions of other keys around them): none is lost, because a
+/// compare against a value someone has since replaced fails and is retried.
+#[test]
+fn replace_if_increments_are_never_lost() {
+    let threads = thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8) as u64;
+    let per_thread = if cfg!(debug_assertions) {
+        5_000
+    } else {
+        50_000
+    };
+    let cache: Cache<u64, u64> = Cache::builder().capacity(4_096).shards(4).build();
+    for k in 0..4 {
+        cache.insert(k, 0);
+    }
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                for i in 0..per_thread {
+                    let key = (t + i) % 4;
+                    loop {
+                        let seen = cache.get(&key).expect("counters are never evicted");
+                        if cache.replace_if(key, seen + 1, |v| *v == seen) {
+                            break;
+                        }
+                    }
+                    // Churn elsewhere in the shards, never enough to evict
+                    // a counter (the cache holds 4,096).
+                    cache.insert(1_000 + (t * per_thread + i) % 2_000, i);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let total: u64 = (0..4).map(|k| cache.get(&k).unwrap()).sum();
+    assert_eq!(total, threads * per_thread);
 }
