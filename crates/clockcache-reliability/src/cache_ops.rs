@@ -136,6 +136,8 @@ pub enum Op {
     Advance(u8),
     /// Collects `iter()`.
     Iter,
+    /// `replace_if(k, v, |old| old % (m + 2) == 0)`.
+    ReplaceIf(u8, u16, u8),
 }
 
 /// A fuzz input.
@@ -389,6 +391,18 @@ pub fn check(input: &Input) {
                     "get_or_try_insert_with: {}",
                     ctx()
                 );
+            }
+            Op::ReplaceIf(k, v, d) => {
+                let k = k % KEYS;
+                let modulus = u16::from(d) + 2;
+                let expected = m.live(k).is_some_and(|old| old % modulus == 0);
+                if expected {
+                    allowed = Allowed::for_insert(k, v);
+                    allowed.replaced = m.insert(k, v, None);
+                }
+                let stored =
+                    cache.replace_if(k, new(k, v), |old| old.val() % u64::from(modulus) == 0);
+                assert_eq!(stored, expected, "replace_if: {}", ctx());
             }
             Op::Retain(d) => {
                 allowed.removed = true;

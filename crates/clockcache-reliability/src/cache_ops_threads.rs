@@ -110,12 +110,13 @@ pub fn check(input: &Input) {
     }
     let cache: Cache<u8, Tracked> = b.build();
     let ops: Vec<Op> = input.ops.iter().take(MAX_OPS).copied().collect();
+    let rejected = AtomicUsize::new(0);
 
     std::thread::scope(|s| {
         let mut workers = Vec::with_capacity(threads);
         for t in 0..threads {
-            let (cache, clock, counter, advancing, cfg) =
-                (&cache, &clock, &counter, &advancing, &cfg);
+            let (cache, clock, counter, advancing, cfg, rejected) =
+                (&cache, &clock, &counter, &advancing, &cfg, &rejected);
             let mine: Vec<Op> = ops.iter().skip(t).step_by(threads).copied().collect();
             workers.push(s.spawn(move || {
                 let new = |k: u8, v: u16| Tracked::new(counter, u64::from(k), u64::from(v));
@@ -184,6 +185,22 @@ pub fn check(input: &Input) {
                                     u64::from(k),
                                     "get_or_try_insert_with: another key"
                                 );
+                            }
+                        }
+                        Op::ReplaceIf(k, v, d) => {
+                            let k = k % KEYS;
+                            let modulus = u64::from(d) + 2;
+                            let t = new(k, v);
+                            let t0 = clock.now_nanos();
+                            let stored = cache.replace_if(k, t.clone(), |old| {
+                                check_read(k, old, t0, "replace_if");
+                                old.val() % modulus == 0
+                            });
+                            if stored {
+                                t.set_deadline_ub(deadline_ub(cfg, v, None, clock.now_nanos()));
+                            } else {
+                                // Never stored: dropped, and no departure.
+                                rejected.fetch_add(1, Ordering::SeqCst);
                             }
                         }
                         Op::Retain(d) => {
@@ -264,8 +281,8 @@ pub fn check(input: &Input) {
         "a value dropped twice"
     );
     assert_eq!(
-        departed.load(Ordering::SeqCst) + live,
+        departed.load(Ordering::SeqCst) + live + rejected.load(Ordering::SeqCst),
         counter.created(),
-        "departures reported + live at the end != values created"
+        "departures reported + live at the end + values replace_if rejected != values created"
     );
 }
