@@ -320,16 +320,22 @@ impl InMemorySessionCacheStrategy {
         (!ttl.is_zero()).then_some(ttl)
     }
 
+    /// The entry to store for `session` and its engine TTL, or `None` when it has no lifetime
+    /// left.
+    fn entry_for(&self, session: Arc<CachedSession>) -> Option<(Entry, Duration)> {
+        let ttl = self.ttl_for(&session)?;
+        let nanos = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = self.core.clock.now_nanos().saturating_add(nanos);
+        Some((Entry { session, deadline }, ttl))
+    }
+
     fn insert(&self, session: Arc<CachedSession>) {
         let token = session.token.clone();
-        let Some(ttl) = self.ttl_for(&session) else {
+        let Some((entry, ttl)) = self.entry_for(session) else {
             // Already expired: make sure no older copy lingers.
             self.core.cache.remove(&token);
             return;
         };
-        let nanos = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
-        let deadline = self.core.clock.now_nanos().saturating_add(nanos);
-        let entry = Entry { session, deadline };
         if self.core.stale {
             self.core.cache.insert(token, entry);
         } else {
@@ -346,29 +352,53 @@ impl InMemorySessionCacheStrategy {
         if entry.deadline > now {
             return Some(entry.session);
         }
-        // Stale: hand it out once, to whoever removes it.
-        let removed = self.core.cache.remove(token)?;
-        if removed.deadline > now {
-            // A fresh copy replaced it in between: put that back (stale mode uses no engine TTL).
-            self.core.cache.insert(token.to_owned(), removed.clone());
-            return Some(removed.session);
+        // Stale: hand it out once, to whoever removes it. The removal checks the deadline under
+        // the engine's lock, so a fresh copy written since the read stays, and is the answer.
+        match self.core.cache.remove_if(token, |e| e.deadline <= now) {
+            Some(stale) => Some(stale.session),
+            None => self
+                .core
+                .cache
+                .get(token)
+                .filter(|e| e.deadline > now)
+                .map(|e| e.session),
         }
-        Some(removed.session)
     }
 
     /// Resets the lifetime of a cached session from `session`'s `expires` (memorystore `touch`),
     /// keeping the cached data. Returns `false` when the token is not cached.
+    ///
+    /// The new lifetime is written with a compare-and-swap against the copy that was read, and
+    /// the read is retried if a [`set`](SessionCacheStrategy::set) got in between: a touch never
+    /// puts back older data over a newer write. In `stale` mode a stale copy is revived, as
+    /// memorystore does.
     pub fn touch(&self, token: &str, session: &CachedSession) -> bool {
         if validate_token(token).is_err() {
             return false;
         }
-        let Some(current) = self.lookup(token) else {
-            return false;
-        };
-        let mut updated = (*current).clone();
-        updated.expires = session.expires;
-        self.insert(Arc::new(updated));
-        true
+        loop {
+            let Some(current) = self.core.cache.get(token) else {
+                return false;
+            };
+            let same = |e: &Entry| Arc::ptr_eq(&e.session, &current.session);
+            let mut updated = (*current.session).clone();
+            updated.expires = session.expires;
+            let done = match self.entry_for(Arc::new(updated)) {
+                // The new expiry is already past: the session is gone.
+                None => self.core.cache.remove_if(token, same).is_some(),
+                Some((entry, _)) if self.core.stale => {
+                    self.core.cache.replace_if(token.to_owned(), entry, same)
+                }
+                Some((entry, ttl)) => {
+                    self.core
+                        .cache
+                        .replace_with_ttl_if(token.to_owned(), entry, ttl, same)
+                }
+            };
+            if done {
+                return true;
+            }
+        }
     }
 
     /// Every live session (memorystore `all`). Weakly consistent under concurrent writes.

@@ -131,7 +131,10 @@ impl Inner {
         self.near
             .insert_with_ttl(session.token.clone(), session.clone(), ttl);
         if self.snapshot(&session.token) != before {
-            self.near.remove(session.token.as_str());
+            // Take back only this fill's copy: a fill that started after the invalidation may
+            // have put a newer one in since, and that one stays.
+            self.near
+                .remove_if(session.token.as_str(), |s| Arc::ptr_eq(s, session));
         }
     }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,6 +160,101 @@ fn touch_extends_the_lifetime_and_keeps_the_data() {
     assert_eq!(got.expires, extended.expires);
     assert!(!store.touch("absent", &extended));
     assert!(!store.touch("bad\0", &extended));
+}
+
+/// A session written with `version` as its active order (the data a touch must keep).
+fn versioned(token: &str, version: i64) -> Arc<clockcache_session::CachedSession> {
+    let mut s = anonymous(token, 3600);
+    s.active_order_id = Some(version.into());
+    Arc::new(s)
+}
+
+/// For each of `rounds`: runs `before`, then `race` on another thread until the 50 sets of newer versions of "t" are done, then
+/// checks that the last version is what the store holds: whatever `race` did in between, it
+/// never put older data back over a newer write.
+fn racing_sets_keep_the_newest(
+    store: &Arc<InMemorySessionCacheStrategy>,
+    rounds: usize,
+    before: impl Fn(),
+    race: impl Fn(&InMemorySessionCacheStrategy) + Send + Sync + 'static,
+) {
+    let race = Arc::new(race);
+    for round in 0..rounds {
+        store.set_now(versioned("t", 0)).unwrap();
+        before();
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let other = {
+            let (store, stop, race) = (store.clone(), stop.clone(), race.clone());
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                while !stop.load(Ordering::SeqCst) {
+                    race(&store);
+                }
+            })
+        };
+        start.wait();
+        for v in 1..=50 {
+            store.set_now(versioned("t", v)).unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        other.join().unwrap();
+        let got = store.get_now("t").map(|s| s.active_order_id.clone());
+        assert_eq!(got, Some(Some(50.into())), "round {round}");
+    }
+}
+
+/// A touch reads the cached copy and writes it back with a new lifetime; a set of newer data
+/// in between wins (the write-back is a compare-and-swap, retried on a newer copy).
+#[test]
+fn touch_racing_sets_never_restores_older_data() {
+    let store = Arc::new(InMemorySessionCacheStrategy::new());
+    let extended = anonymous("t", 7200);
+    racing_sets_keep_the_newest(
+        &store,
+        300,
+        || {},
+        move |store| {
+            store.touch("t", &extended);
+        },
+    );
+}
+
+/// In stale mode a read that finds the copy stale removes it to hand it out once; a fresh
+/// copy written in between stays (it is neither removed nor disposed of), and no older copy
+/// is put back.
+#[test]
+fn stale_reads_racing_sets_never_restore_older_data() {
+    let removed: Arc<Mutex<Vec<Option<clockcache_session::Id>>>> = Arc::default();
+    let log = removed.clone();
+    let (store, clock) = with_clock(
+        InMemoryOptions::default()
+            .ttl(Duration::from_secs(5))
+            .stale(true)
+            .dispose(move |_, session, cause| {
+                if cause == RemovalCause::Removed {
+                    log.lock().push(session.active_order_id.clone());
+                }
+            }),
+    );
+    let store = Arc::new(store);
+    // The window (between the read that finds the copy stale and its removal) is short: on 2
+    // cores, the store as it was before removals checked the deadline (it removed whatever
+    // was there) failed this test in 4 runs out of 5.
+    racing_sets_keep_the_newest(
+        &store,
+        5_000,
+        // Version 0 goes stale before the race; the sets that follow are fresh.
+        || clock.advance(Duration::from_secs(6)),
+        |store| {
+            store.get_now("t");
+        },
+    );
+    let removed = removed.lock();
+    assert!(!removed.is_empty(), "the stale copies were handed out");
+    let fresh: Vec<_> = removed.iter().filter(|v| **v != Some(0.into())).collect();
+    assert!(fresh.is_empty(), "fresh copies were removed: {fresh:?}");
 }
 
 #[test]
