@@ -108,9 +108,9 @@ pub enum RemovalCause {
     Evicted,
     /// Its deadline passed.
     Expired,
-    /// Removed by [`Cache::remove`] or [`Cache::retain`].
+    /// Removed by [`Cache::remove`], [`Cache::remove_if`] or [`Cache::retain`].
     Removed,
-    /// Replaced by an insert for the same key.
+    /// Replaced by an insert (or an accepted [`Cache::replace_if`]) for the same key.
     Replaced,
     /// Removed by [`Cache::clear`].
     Cleared,
