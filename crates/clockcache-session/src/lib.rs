@@ -40,6 +40,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod epochs;
 mod error;
 mod memory;
 mod model;

@@ -1,7 +1,6 @@
 //! `TieredSessionCacheStrategy`: an in-process near cache in front of Redis, kept coherent with
 //! Redis server-assisted client-side caching (RESP3 `CLIENT TRACKING ... BCAST`).
 
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -15,12 +14,11 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::epochs::{Epochs, Snapshot};
 use crate::error::SessionCacheError;
 use crate::model::{validate_token, CachedSession};
 use crate::redis_strategy::{self as rs, RedisSessionCacheOptions};
 use crate::strategy::SessionCacheStrategy;
-
-const SLOTS: usize = 256;
 
 /// Settings of a [`TieredSessionCacheStrategy`].
 #[derive(Clone, Debug)]
@@ -73,11 +71,8 @@ struct Inner {
     prefix: String,
     client: Client,
     near: Cache<String, Arc<CachedSession>>,
-    hasher: std::collections::hash_map::RandomState,
-    /// Bumped on every invalidation of a token hashing to the slot.
-    slot_epochs: Box<[AtomicU64]>,
-    /// Bumped on every flush of the whole near cache.
-    flush_epoch: AtomicU64,
+    /// Invalidations that a concurrent fill must see (per token, and flushes).
+    epochs: Epochs,
     /// The connection that carries both commands and invalidations, with its generation.
     conn: RwLock<Option<(u64, MultiplexedConnection)>>,
     /// Generation of the armed connection (0: never connected).
@@ -86,33 +81,16 @@ struct Inner {
     flushes: AtomicU64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Snapshot {
-    flush: u64,
-    slot: u64,
-}
-
 impl Inner {
-    fn slot(&self, token: &str) -> usize {
-        (self.hasher.hash_one(token) as usize) % SLOTS
-    }
-
-    fn snapshot(&self, token: &str) -> Snapshot {
-        Snapshot {
-            flush: self.flush_epoch.load(Ordering::SeqCst),
-            slot: self.slot_epochs[self.slot(token)].load(Ordering::SeqCst),
-        }
-    }
-
     /// Drops `token` from the near cache, and makes every fill that started earlier discard
     /// what it read.
     fn invalidate_local(&self, token: &str) {
-        self.slot_epochs[self.slot(token)].fetch_add(1, Ordering::SeqCst);
+        self.epochs.invalidate(token);
         self.near.remove(token);
     }
 
     fn flush(&self) {
-        self.flush_epoch.fetch_add(1, Ordering::SeqCst);
+        self.epochs.invalidate_all();
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.near.clear();
     }
@@ -130,7 +108,7 @@ impl Inner {
         }
         self.near
             .insert_with_ttl(session.token.clone(), session.clone(), ttl);
-        if self.snapshot(&session.token) != before {
+        if self.epochs.changed(&session.token, before) {
             // Take back only this fill's copy: a fill that started after the invalidation may
             // have put a newer one in since, and that one stays.
             self.near
@@ -355,9 +333,7 @@ impl TieredSessionCacheStrategy {
                 prefix,
                 client,
                 near,
-                hasher: Default::default(),
-                slot_epochs: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
-                flush_epoch: AtomicU64::new(0),
+                epochs: Epochs::new(),
                 conn: RwLock::new(None),
                 armed,
                 invalidations: AtomicU64::new(0),
@@ -512,7 +488,7 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
             let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
             let inner = &self.inner;
             inner.invalidate_local(&session.token);
-            let before = inner.snapshot(&session.token);
+            let before = inner.epochs.snapshot(&session.token);
             match rs::write_session(&mut c, &inner.opts.redis, &session).await {
                 Ok(()) => {
                     inner.fill(&session, before);
@@ -541,7 +517,7 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
         }
         let r = async {
             let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
-            let before = inner.snapshot(token);
+            let before = inner.epochs.snapshot(token);
             let found = rs::read_session(&mut c, &inner.opts.redis, token).await?;
             Ok(found.map(|s| {
                 let s = Arc::new(s);
