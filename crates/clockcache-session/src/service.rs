@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
+use crate::epochs::Epochs;
 use crate::error::SessionCacheError;
 use crate::model::{truncate_to_millis, unix_now, validate_token, CachedSession, Id};
 use crate::strategy::SessionCacheStrategy;
@@ -83,6 +84,9 @@ struct Inner {
     config: SessionCacheConfig,
     flights: Mutex<HashMap<String, Arc<OnceCell<LoadResult>>>>,
     index: Mutex<Index>,
+    /// Deletes, sets and clears that a load in flight must see: a load that read the database
+    /// before one of them must not cache what it read.
+    epochs: Epochs,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -112,6 +116,7 @@ impl SessionCache {
                 config,
                 flights: Mutex::new(HashMap::new()),
                 index: Mutex::new(Index::default()),
+                epochs: Epochs::new(),
             }),
         }
     }
@@ -177,6 +182,7 @@ impl SessionCache {
     }
 
     async fn load_and_store(&self, token: &str, had_cached: bool) -> LoadResult {
+        let before = self.inner.epochs.snapshot(token);
         let loaded = self
             .inner
             .loader
@@ -208,11 +214,36 @@ impl SessionCache {
         session.cache_expiry = self.next_cache_expiry();
         session.expires = truncate_to_millis(session.expires);
         let session = Arc::new(session);
+        // A delete, set or clear of this token since the load began may have changed the
+        // database after the loader read it (a logout, say): what was read is answered to the
+        // callers who asked before, but not cached.
+        if self.inner.epochs.changed(token, before) {
+            tracing::debug!("a loaded session was invalidated during its load; not cached");
+            return Ok(Some(session));
+        }
         // A failed cache write must not fail the read: the session comes from the loader.
         if let Err(e) = self.store(session.clone()).await {
             tracing::warn!(error = %e, "could not cache a loaded session");
         }
+        if self.inner.epochs.changed(token, before) {
+            // The invalidation ran while the write was on its way and may have landed first:
+            // take the copy back out (the next get reloads).
+            self.index().forget(token);
+            if let Err(e) = self
+                .budgeted_write("delete", token, Write::Delete(token.to_owned()))
+                .await
+            {
+                tracing::warn!(error = %e, "could not drop a session invalidated during its load");
+            }
+        }
         Ok(Some(session))
+    }
+
+    /// Makes every load of `token` in flight leave the cache alone, and later gets start a
+    /// load of their own instead of joining one that read the database earlier.
+    fn invalidate(&self, token: &str) {
+        self.inner.epochs.invalidate(token);
+        self.inner.flights.lock().remove(token);
     }
 
     fn next_cache_expiry(&self) -> i64 {
@@ -274,6 +305,7 @@ impl SessionCache {
         session.cache_expiry = self.next_cache_expiry();
         session.expires = truncate_to_millis(session.expires);
         let session = Arc::new(session);
+        self.invalidate(&session.token);
         self.store(session.clone()).await?;
         Ok(session)
     }
@@ -281,6 +313,7 @@ impl SessionCache {
     /// Removes one session from the cache.
     pub async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
         validate_token(token)?;
+        self.invalidate(token);
         self.index().forget(token);
         self.budgeted_write("delete", token, Write::Delete(token.to_owned()))
             .await
@@ -288,6 +321,8 @@ impl SessionCache {
 
     /// Removes every session from the cache (and the indexes).
     pub async fn clear(&self) -> Result<(), SessionCacheError> {
+        self.inner.epochs.invalidate_all();
+        self.inner.flights.lock().clear();
         *self.index() = Index::default();
         self.inner.strategy.clear().await
     }
@@ -328,6 +363,7 @@ impl SessionCache {
             if validate_token(&token).is_err() {
                 continue;
             }
+            self.invalidate(&token);
             self.index().forget(&token);
             match self
                 .budgeted_write("delete", &token, Write::Delete(token.clone()))

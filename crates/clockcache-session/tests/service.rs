@@ -97,6 +97,84 @@ async fn concurrent_misses_share_one_load() {
     assert_eq!(db.loads.load(Ordering::SeqCst), 1);
 }
 
+/// A `Db` whose loads wait at a gate, and a spawned `get("t")` that is waiting there (the
+/// database still holds "t": the load stands for one that read it before what the test does
+/// next).
+async fn a_load_in_flight() -> (
+    SessionCache,
+    Arc<InMemorySessionCacheStrategy>,
+    Arc<Db>,
+    Arc<Semaphore>,
+    tokio::task::JoinHandle<Result<Option<Arc<CachedSession>>, SessionCacheError>>,
+) {
+    let gate = Arc::new(Semaphore::new(0));
+    let db = Arc::new(Db {
+        gate: Some(gate.clone()),
+        ..Db::with([session("t", 1)])
+    });
+    let (c, store) = cache(db.clone());
+    let load = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("t").await })
+    };
+    settle().await;
+    assert_eq!(
+        db.loads.load(Ordering::SeqCst),
+        1,
+        "the load waits at the gate"
+    );
+    (c, store, db, gate, load)
+}
+
+/// On a single-threaded runtime, yielding lets every spawned task run until it waits.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A logout (delete) while a load is in flight: the load answers the caller who asked before,
+/// but its session is not cached, so the logged-out session is not served afterwards.
+#[tokio::test(flavor = "current_thread")]
+async fn a_delete_during_a_load_keeps_the_loaded_session_out_of_the_cache() {
+    let (c, store, _db, gate, load) = a_load_in_flight().await;
+    c.delete("t").await.unwrap();
+    gate.add_permits(1000);
+    assert_eq!(load.await.unwrap().unwrap().unwrap().token, "t");
+    assert_eq!(store.get_now("t"), None);
+    assert_eq!(c.indexed_sessions(), 0);
+}
+
+/// A get after a delete does not join a load that began before it: it loads for itself.
+#[tokio::test(flavor = "current_thread")]
+async fn a_get_after_a_delete_does_not_join_an_earlier_load() {
+    let (c, _store, db, gate, first) = a_load_in_flight().await;
+    c.delete("t").await.unwrap();
+    let second = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("t").await })
+    };
+    settle().await;
+    assert_eq!(db.loads.load(Ordering::SeqCst), 2);
+    gate.add_permits(1000);
+    assert!(first.await.unwrap().unwrap().is_some());
+    assert!(second.await.unwrap().unwrap().is_some());
+}
+
+/// The application sets a changed session while a load of the older database row is in
+/// flight: the load does not overwrite the newer copy.
+#[tokio::test(flavor = "current_thread")]
+async fn a_set_during_a_load_is_not_overwritten_by_it() {
+    let (c, store, _db, gate, load) = a_load_in_flight().await;
+    let mut changed = session("t", 1);
+    changed.active_order_id = Some(9.into());
+    let stored = c.set(changed).await.unwrap();
+    gate.add_permits(1000);
+    assert_eq!(load.await.unwrap().unwrap().unwrap().active_order_id, None);
+    assert_eq!(store.get_now("t"), Some(stored.clone()));
+    assert_eq!(c.get("t").await.unwrap(), Some(stored));
+}
+
 #[tokio::test]
 async fn stale_or_expired_entries_are_reloaded() {
     let db = Arc::new(Db::with([session("stale", 1)]));
