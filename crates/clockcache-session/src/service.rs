@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
-use crate::epochs::Epochs;
+use crate::epochs::{Epochs, Snapshot};
 use crate::error::SessionCacheError;
 use crate::model::{truncate_to_millis, unix_now, validate_token, CachedSession, Id};
 use crate::strategy::SessionCacheStrategy;
@@ -221,20 +221,10 @@ impl SessionCache {
             tracing::debug!("a loaded session was invalidated during its load; not cached");
             return Ok(Some(session));
         }
-        // A failed cache write must not fail the read: the session comes from the loader.
-        if let Err(e) = self.store(session.clone()).await {
+        // A failed cache write must not fail the read: the session comes from the loader. An
+        // invalidation that arrives while the write is on its way is checked by the write.
+        if let Err(e) = self.store(session.clone(), before).await {
             tracing::warn!(error = %e, "could not cache a loaded session");
-        }
-        if self.inner.epochs.changed(token, before) {
-            // The invalidation ran while the write was on its way and may have landed first:
-            // take the copy back out (the next get reloads).
-            self.index().forget(token);
-            if let Err(e) = self
-                .budgeted_write("delete", token, Write::Delete(token.to_owned()))
-                .await
-            {
-                tracing::warn!(error = %e, "could not drop a session invalidated during its load");
-            }
         }
         Ok(Some(session))
     }
@@ -254,10 +244,16 @@ impl SessionCache {
         self.inner.index.lock()
     }
 
-    async fn store(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {
+    /// Caches `session`, valid as of `since`: if its token is invalidated after that, the write
+    /// takes its copy back out once it has landed (see [`Write::Set`]).
+    async fn store(
+        &self,
+        session: Arc<CachedSession>,
+        since: Snapshot,
+    ) -> Result<(), SessionCacheError> {
         self.index().record(&session);
         let token = session.token.clone();
-        self.budgeted_write("set", &token, Write::Set(session))
+        self.budgeted_write("set", &token, Write::Set(session, since))
             .await
     }
 
@@ -270,10 +266,23 @@ impl SessionCache {
         token: &str,
         write: Write,
     ) -> Result<(), SessionCacheError> {
-        let strategy = self.inner.strategy.clone();
+        let inner = self.inner.clone();
         let task = tokio::spawn(async move {
+            let strategy = &inner.strategy;
             match write {
-                Write::Set(s) => strategy.set(s).await,
+                Write::Set(s, since) => {
+                    let token = s.token.clone();
+                    let r = strategy.set(s).await;
+                    if inner.epochs.changed(&token, since) {
+                        // A delete, set or clear came after the copy was valid and may have
+                        // reached the strategy before this write did: take the copy back out.
+                        // The next get reloads it.
+                        if let Err(e) = strategy.delete(&token).await {
+                            tracing::warn!(error = %e, "could not drop a session invalidated during its write");
+                        }
+                    }
+                    r
+                }
                 Write::Delete(t) => strategy.delete(&t).await,
             }
         });
@@ -306,7 +315,8 @@ impl SessionCache {
         session.expires = truncate_to_millis(session.expires);
         let session = Arc::new(session);
         self.invalidate(&session.token);
-        self.store(session.clone()).await?;
+        let since = self.inner.epochs.snapshot(&session.token);
+        self.store(session.clone(), since).await?;
         Ok(session)
     }
 
@@ -427,8 +437,11 @@ impl SessionCache {
     }
 }
 
+/// A strategy write, run on its own task.
 enum Write {
-    Set(Arc<CachedSession>),
+    /// Caches the session, then deletes it again if its token was invalidated after the
+    /// snapshot: a write that outlives its budget must not land over a later delete.
+    Set(Arc<CachedSession>, Snapshot),
     Delete(String),
 }
 

@@ -282,6 +282,61 @@ async fn slow_strategy_calls_respect_the_budget() {
     assert_eq!(slow.inner.get_now("t"), None);
 }
 
+/// Sets take `delay` (in paused Tokio time); everything else is immediate.
+struct SlowSets {
+    inner: InMemorySessionCacheStrategy,
+    delay: Duration,
+}
+
+#[async_trait]
+impl SessionCacheStrategy for SlowSets {
+    async fn set(&self, s: Arc<CachedSession>) -> Result<(), SessionCacheError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.set(s).await
+    }
+    async fn get(&self, token: &str) -> Option<Arc<CachedSession>> {
+        self.inner.get(token).await
+    }
+    async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
+        self.inner.delete(token).await
+    }
+    async fn clear(&self) -> Result<(), SessionCacheError> {
+        self.inner.clear().await
+    }
+}
+
+/// A set that runs past its budget goes on in the background; a delete of the same token that
+/// reaches the strategy before it lands still wins: the set takes its copy back out.
+#[tokio::test(start_paused = true)]
+async fn a_set_past_its_budget_does_not_land_over_a_later_delete() {
+    let slow = Arc::new(SlowSets {
+        inner: InMemorySessionCacheStrategy::new(),
+        delay: Duration::from_millis(200),
+    });
+    let db = Arc::new(Db::with([session("t", 1)]));
+    let c = SessionCache::with_config(
+        slow.clone(),
+        db,
+        SessionCacheConfig {
+            budget: Duration::from_millis(50),
+            ..SessionCacheConfig::default()
+        },
+    );
+    c.set(session("t", 1)).await.unwrap();
+    assert_eq!(slow.inner.get_now("t"), None, "the set is still on its way");
+    c.delete("t").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        slow.inner.get_now("t"),
+        None,
+        "the logged-out session stays out"
+    );
+    // A set with no delete after it stays.
+    let kept = c.set(session("t", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slow.inner.get_now("t"), Some(kept));
+}
+
 #[tokio::test]
 async fn delete_by_user_and_by_active_order_use_the_indexes() {
     let db = Arc::new(Db {
