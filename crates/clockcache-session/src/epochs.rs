@@ -5,13 +5,13 @@
 //! the database); an invalidation bumps the token's epoch before it drops anything; the reader
 //! stores what it read and then compares: if the snapshot changed, an invalidation ran in
 //! between and the reader takes its copy back out. Tokens share a fixed number of slots, so a
-//! collision costs a needless re-read, never a missed invalidation.
+//! collision costs a needless re-read, never a missed invalidation: with `n` slots, `r`
+//! invalidations a second and reads that take `t` seconds, about `r * t / n` of the reads are
+//! dropped for nothing.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-const SLOTS: usize = 256;
 
 /// Per-token (hashed to slots) and global invalidation counters.
 pub(crate) struct Epochs {
@@ -30,16 +30,17 @@ pub(crate) struct Snapshot {
 }
 
 impl Epochs {
-    pub(crate) fn new() -> Self {
+    /// Counters for `slots` slots (at least one).
+    pub(crate) fn new(slots: usize) -> Self {
         Epochs {
             hasher: RandomState::new(),
-            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..slots.max(1)).map(|_| AtomicU64::new(0)).collect(),
             flush: AtomicU64::new(0),
         }
     }
 
     fn slot(&self, token: &str) -> &AtomicU64 {
-        &self.slots[(self.hasher.hash_one(token) as usize) % SLOTS]
+        &self.slots[(self.hasher.hash_one(token) as usize) % self.slots.len()]
     }
 
     /// The token's epochs now.
@@ -73,7 +74,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_changes_with_its_token_or_a_flush_only() {
-        let e = Epochs::new();
+        let e = Epochs::new(256);
         let a = e.snapshot("a");
         assert!(!e.changed("a", a));
         e.invalidate("a");

@@ -116,7 +116,9 @@ impl SessionCache {
                 config,
                 flights: Mutex::new(HashMap::new()),
                 index: Mutex::new(Index::default()),
-                epochs: Epochs::new(),
+                // Loads wait on the database (say 50 ms): with 4,096 slots (32 KiB), 1,000
+                // deletes and sets a second leave about 1% of loads uncached for nothing.
+                epochs: Epochs::new(4096),
             }),
         }
     }

@@ -333,7 +333,9 @@ impl TieredSessionCacheStrategy {
                 prefix,
                 client,
                 near,
-                epochs: Epochs::new(),
+                // Fills wait on one Redis round trip: 256 slots drop a needless fill in well
+                // under 1% even at 1,000 invalidations a second.
+                epochs: Epochs::new(256),
                 conn: RwLock::new(None),
                 armed,
                 invalidations: AtomicU64::new(0),
