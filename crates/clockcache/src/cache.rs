@@ -256,10 +256,12 @@ where
     /// `pred` accepts its value: a compare-and-swap. The check and the write
     /// happen under the shard lock, atomically with respect to every other
     /// writer of the key, so a value written in between is never overwritten
-    /// by one computed from an older read. Returns whether `value` was
-    /// stored (the old one is reported as [`RemovalCause::Replaced`]);
-    /// otherwise `value` is dropped unseen by the listener. `pred` runs under
-    /// that lock: it must not call into this cache.
+    /// by one computed from an older read. Returns whether the compare
+    /// succeeded and `value` was written as [`insert`](Self::insert) writes
+    /// it (the old value is reported as [`RemovalCause::Replaced`]; a value
+    /// heavier than the whole capacity leaves at once, as there); otherwise
+    /// `value` is dropped unseen by the listener. `pred` runs under that
+    /// lock: it must not call into this cache.
     ///
     /// ```
     /// use clockcache::Cache;
