@@ -227,24 +227,48 @@ async fn loader_failures_and_bad_tokens_are_errors() {
     ));
 }
 
-/// Wraps a strategy and delays its calls (in Tokio time, which the tests pause).
+/// Wraps a strategy and delays its calls by 200 ms (in Tokio time, which the tests pause):
+/// every call but `clear`, or only sets.
 struct Slow {
     inner: InMemorySessionCacheStrategy,
-    delay: Duration,
+    sets_only: bool,
+}
+
+impl Slow {
+    const DELAY: Duration = Duration::from_millis(200);
+
+    /// A strategy slowed down as `sets_only` says, and a cache over it with a 50 ms budget.
+    fn with_cache(sets_only: bool, db: Arc<Db>) -> (Arc<Slow>, SessionCache) {
+        let slow = Arc::new(Slow {
+            inner: InMemorySessionCacheStrategy::new(),
+            sets_only,
+        });
+        let config = SessionCacheConfig {
+            budget: Duration::from_millis(50),
+            ..SessionCacheConfig::default()
+        };
+        (slow.clone(), SessionCache::with_config(slow, db, config))
+    }
+
+    async fn delay(&self, is_set: bool) {
+        if is_set || !self.sets_only {
+            tokio::time::sleep(Self::DELAY).await;
+        }
+    }
 }
 
 #[async_trait]
 impl SessionCacheStrategy for Slow {
     async fn set(&self, s: Arc<CachedSession>) -> Result<(), SessionCacheError> {
-        tokio::time::sleep(self.delay).await;
+        self.delay(true).await;
         self.inner.set(s).await
     }
     async fn get(&self, token: &str) -> Option<Arc<CachedSession>> {
-        tokio::time::sleep(self.delay).await;
+        self.delay(false).await;
         self.inner.get(token).await
     }
     async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
-        tokio::time::sleep(self.delay).await;
+        self.delay(false).await;
         self.inner.delete(token).await
     }
     async fn clear(&self) -> Result<(), SessionCacheError> {
@@ -254,19 +278,8 @@ impl SessionCacheStrategy for Slow {
 
 #[tokio::test(start_paused = true)]
 async fn slow_strategy_calls_respect_the_budget() {
-    let slow = Arc::new(Slow {
-        inner: InMemorySessionCacheStrategy::new(),
-        delay: Duration::from_millis(200),
-    });
     let db = Arc::new(Db::with([session("t", 1)]));
-    let c = SessionCache::with_config(
-        slow.clone(),
-        db.clone(),
-        SessionCacheConfig {
-            budget: Duration::from_millis(50),
-            ..SessionCacheConfig::default()
-        },
-    );
+    let (slow, c) = Slow::with_cache(false, db.clone());
     // The slow set is logged and finishes in the background; the caller gets the session.
     let s = c.get("t").await.unwrap().unwrap();
     assert_eq!(db.loads.load(Ordering::SeqCst), 1);
@@ -282,46 +295,11 @@ async fn slow_strategy_calls_respect_the_budget() {
     assert_eq!(slow.inner.get_now("t"), None);
 }
 
-/// Sets take `delay` (in paused Tokio time); everything else is immediate.
-struct SlowSets {
-    inner: InMemorySessionCacheStrategy,
-    delay: Duration,
-}
-
-#[async_trait]
-impl SessionCacheStrategy for SlowSets {
-    async fn set(&self, s: Arc<CachedSession>) -> Result<(), SessionCacheError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.set(s).await
-    }
-    async fn get(&self, token: &str) -> Option<Arc<CachedSession>> {
-        self.inner.get(token).await
-    }
-    async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
-        self.inner.delete(token).await
-    }
-    async fn clear(&self) -> Result<(), SessionCacheError> {
-        self.inner.clear().await
-    }
-}
-
 /// A set that runs past its budget goes on in the background; a delete of the same token that
 /// reaches the strategy before it lands still wins: the set takes its copy back out.
 #[tokio::test(start_paused = true)]
 async fn a_set_past_its_budget_does_not_land_over_a_later_delete() {
-    let slow = Arc::new(SlowSets {
-        inner: InMemorySessionCacheStrategy::new(),
-        delay: Duration::from_millis(200),
-    });
-    let db = Arc::new(Db::with([session("t", 1)]));
-    let c = SessionCache::with_config(
-        slow.clone(),
-        db,
-        SessionCacheConfig {
-            budget: Duration::from_millis(50),
-            ..SessionCacheConfig::default()
-        },
-    );
+    let (slow, c) = Slow::with_cache(true, Arc::new(Db::default()));
     c.set(session("t", 1)).await.unwrap();
     assert_eq!(slow.inner.get_now("t"), None, "the set is still on its way");
     c.delete("t").await.unwrap();
