@@ -5,6 +5,7 @@ use crate::clock::{duration_nanos, Clock, ClockSource};
 use crate::expiry::Expiry;
 use crate::policy::{Duel, DuelRole, EvictionPolicy, DUEL_MIN_SHARDS};
 use crate::shard::{Listener, Shard};
+use crate::slab::InFlight;
 use crate::stats::ReadCounters;
 use crate::sync::{Arc, AtomicBool, AtomicI32, AtomicUsize};
 use crate::RemovalCause;
@@ -224,6 +225,7 @@ where
         let weighted = self.weigher.is_some();
         let may_expire = self.ttl.is_some() || self.tti.is_some() || self.expiry.is_some();
         let score = Arc::new(AtomicI32::new(0));
+        let in_flight = Arc::new(InFlight::new());
         let shards: Box<[Shard<K, V>]> = (0..n)
             .map(|i| {
                 // Two shards, far apart in the array, duel; the rest follow.
@@ -251,7 +253,14 @@ where
                         usize::try_from(total).unwrap_or(usize::MAX).div_ceil(n)
                     }
                 };
-                Shard::new(budget, self.policy, limit, table_items.min(limit), duel)
+                Shard::new(
+                    budget,
+                    self.policy,
+                    limit,
+                    table_items.min(limit),
+                    duel,
+                    Arc::clone(&in_flight),
+                )
             })
             .collect();
         Cache {
@@ -269,6 +278,7 @@ where
                 over: AtomicUsize::new(0),
                 hand: AtomicUsize::new(0),
                 may_expire: AtomicBool::new(may_expire),
+                in_flight,
             }),
         }
     }

@@ -7,6 +7,7 @@ use crate::entry::{Entry, NEVER};
 use crate::expiry::Expiry;
 use crate::loader::Pending;
 use crate::shard::{Listener, Loading, Retired, Shard};
+use crate::slab::InFlight;
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
@@ -43,6 +44,9 @@ pub(crate) struct Core<K, V, S> {
     /// Whether any entry can have a deadline (expiry configured, or an
     /// `insert_with_ttl` seen). Until then writers skip reading the clock.
     pub(crate) may_expire: AtomicBool,
+    /// Sealed batches of removed entries whose values the collector has
+    /// not dropped yet, over every shard.
+    pub(crate) in_flight: Arc<InFlight>,
 }
 
 /// A bounded, thread-safe, concurrent cache.
@@ -312,12 +316,11 @@ where
             self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, &guard);
         drop(inner);
         self.settle(change, new, now, &mut retired, &guard);
-        retired.release(self.core.listener.as_ref(), &guard);
+        self.release(retired, guard);
         true
     }
 
     /// Builds an entry: weight, deadline, and whether it cannot stay.
-    #[allow(clippy::too_many_arguments)]
     fn make_entry(
         &self,
         inner: &mut crate::shard::Inner<K, V>,
@@ -326,7 +329,6 @@ where
         hash: u64,
         ttl: Option<Duration>,
         now: u64,
-        retired: &mut Retired<K, V>,
     ) -> (NonNull<Entry<K, V>>, Option<RemovalCause>) {
         let core = &*self.core;
         let weight = core.weigher.as_ref().map_or(1, |w| w(&key, &value));
@@ -354,10 +356,7 @@ where
             None
         };
         (
-            inner.alloc(
-                Entry::new(key, value, hash, weight, deadline, idle),
-                retired,
-            ),
+            inner.alloc(Entry::new(key, value, hash, weight, deadline, idle)),
             doa,
         )
     }
@@ -411,7 +410,7 @@ where
         guard: &Guard,
     ) -> (isize, *const Entry<K, V>) {
         let shard = self.shard(hash);
-        let (entry, doa) = self.make_entry(inner, key, value, hash, ttl, now, retired);
+        let (entry, doa) = self.make_entry(inner, key, value, hash, ttl, now);
         // SAFETY: just allocated, not shared yet.
         let weight = u64::from(unsafe { entry.as_ref() }.weight);
         let allowance = self.allowance(shard, weight > shard.budget());
@@ -433,7 +432,7 @@ where
             self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, &guard)
         };
         self.settle(change, new, now, &mut retired, &guard);
-        retired.release(self.core.listener.as_ref(), &guard);
+        self.release(retired, guard);
     }
 
     /// After a write: keeps the count of shards over budget and, while any
@@ -555,7 +554,7 @@ where
             let d = e.deadline.load(Ordering::Relaxed);
             (d == NEVER || d > now).then(|| e.value().clone())
         });
-        retired.release(self.core.listener.as_ref(), &guard);
+        self.release(retired, guard);
         value
     }
 
@@ -648,13 +647,14 @@ where
             {
                 let mut inner = shard.inner.lock();
                 shard.retain_locked(&mut inner, now, &mut keep, &mut retired, &guard);
-                shard.seal_locked(&mut inner, &guard);
+                shard.seal_locked(&mut inner, &mut retired, &guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
             }
-            retired.release(self.core.listener.as_ref(), &guard);
+            self.release(retired, guard);
         }
+        self.reclaim_now();
     }
 
     /// Removes every entry (reported as [`RemovalCause::Cleared`]). Entries
@@ -666,13 +666,14 @@ where
             {
                 let mut inner = shard.inner.lock();
                 shard.clear_locked(&mut inner, &mut retired, &guard);
-                shard.seal_locked(&mut inner, &guard);
+                shard.seal_locked(&mut inner, &mut retired, &guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
             }
-            retired.release(self.core.listener.as_ref(), &guard);
+            self.release(retired, guard);
         }
+        self.reclaim_now();
     }
 
     /// Removes every entry whose deadline has passed, in time proportional
@@ -687,14 +688,108 @@ where
             {
                 let mut inner = shard.inner.lock();
                 total += shard.purge_locked(&mut inner, now, usize::MAX, &mut retired, &guard);
-                shard.seal_locked(&mut inner, &guard);
+                shard.seal_locked(&mut inner, &mut retired, &guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
             }
-            retired.release(self.core.listener.as_ref(), &guard);
+            self.release(retired, guard);
         }
+        self.reclaim_now();
         total
+    }
+
+    /// Ends a write: tells the listener about its departures, hands a batch
+    /// it sealed to the collector, and unpins. Then, if the values sealed and
+    /// not yet dropped weigh more than a sixteenth of the capacity (writers
+    /// sealing faster than the epoch advances: large values, or a reader
+    /// descheduled while pinned), it helps the collector (see
+    /// `help_collector`).
+    #[inline]
+    fn release(&self, retired: Retired<K, V>, guard: Guard) {
+        let sealed = retired.sealed;
+        retired.release(self.core.listener.as_ref(), &guard);
+        drop(guard);
+        if sealed && self.core.in_flight.weight() > self.core.capacity / HELP_SHARE {
+            self.help_collector();
+        }
+    }
+
+    /// Drives the collector until what waits for it weighs at most a
+    /// sixteenth of the capacity; if it still weighs more than an eighth,
+    /// yields to the thread holding the epoch back (on a busy machine, a
+    /// reader descheduled while pinned) and tries again, for at most
+    /// [`WAIT_LIMIT`]. This is the one place where a writer waits for
+    /// readers, and only when the memory bound is at stake. A thread that
+    /// is itself pinned (inside an iteration, say) never waits: it would
+    /// be waiting for itself.
+    #[cold]
+    #[inline(never)]
+    fn help_collector(&self) {
+        let soft = self.core.capacity / HELP_SHARE;
+        let hard = self.core.capacity / WAIT_SHARE;
+        let in_flight = &*self.core.in_flight;
+        drive_collector(in_flight, |f| f.weight() <= soft);
+        if cfg!(loom) || in_flight.weight() <= hard || epoch::is_pinned() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        while in_flight.weight() > hard && start.elapsed() < WAIT_LIMIT {
+            std::thread::yield_now();
+            drive_collector(in_flight, |f| f.weight() <= hard);
+        }
+    }
+
+    /// After a bulk removal (which sealed what it retired): drives the epoch
+    /// collector until every sealed batch of this cache has been dropped, so
+    /// that the removed values are gone when the call returns.
+    fn reclaim_now(&self) {
+        drive_collector(&self.core.in_flight, |f| f.batches() == 0);
+    }
+}
+
+/// The share of the capacity that values sealed but not yet dropped may
+/// weigh before writers help the collector (see `Cache::release`).
+const HELP_SHARE: u64 = 16;
+
+/// The share they may weigh before writers wait for the collector.
+const WAIT_SHARE: u64 = 8;
+
+/// The longest a writer waits for the collector (see
+/// `Cache::help_collector`): past it the bound gives way rather than stall
+/// writes behind a reader that stays pinned.
+const WAIT_LIMIT: Duration = Duration::from_millis(100);
+
+/// Most collector steps [`drive_collector`] takes: a batch needs two epoch
+/// advances, and each step runs at most a few bags of the whole process's
+/// deferred functions.
+const RECLAIM_STEPS: usize = 16;
+
+/// Pins and flushes, from an unpinned thread, until `done` or for at most
+/// [`RECLAIM_STEPS`] steps. Each fresh pin lets the collector advance the
+/// epoch once (a batch runs at the second advance after its sealing) and
+/// run the batches now due. Bounded: a batch that a reader pinned
+/// elsewhere still holds back is left to a later collection (the epoch
+/// advances only past threads that are not pinned in an older one).
+fn drive_collector(in_flight: &InFlight, done: impl Fn(&InFlight) -> bool) {
+    if cfg!(loom) {
+        // The models check the protocol, not this best effort.
+        return;
+    }
+    for _ in 0..RECLAIM_STEPS {
+        if done(in_flight) {
+            return;
+        }
+        epoch::pin().flush();
+    }
+}
+
+impl<K, V, S> Drop for Core<K, V, S> {
+    fn drop(&mut self) {
+        // No handle is left: what this cache sealed is dropped before the
+        // last handle's drop returns, unless a thread pinned elsewhere
+        // holds the epoch back (then at a later collection).
+        drive_collector(&self.in_flight, |f| f.batches() == 0);
     }
 }
 
@@ -840,7 +935,7 @@ where
         self.done = true;
         self.pending.finish(Some(value));
         cache.settle(change, new, now, &mut retired, &guard);
-        retired.release(cache.core.listener.as_ref(), &guard);
+        cache.release(retired, guard);
     }
 }
 

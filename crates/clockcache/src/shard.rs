@@ -11,7 +11,7 @@ use crate::entry::{Entry, NEVER};
 use crate::expiry::DeadlineIndex;
 use crate::policy::{Duel, EvictionPolicy, Policy};
 use crate::raw::{BucketHint, RawTable};
-use crate::slab::Slab;
+use crate::slab::{InFlight, Slab};
 use crate::stats::WriteCounters;
 use crate::sync::epoch::{self, Guard, Owned};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -41,8 +41,9 @@ pub(crate) struct Retired<K, V> {
     /// Whether a listener will be told: without one, departures are not
     /// recorded at all.
     listening: bool,
-    /// Entries of reclaimed slab blocks, dropped once the lock is released.
-    pub(crate) drops: Vec<Entry<K, V>>,
+    /// Whether a slab sealed a batch: the thread's deferred functions are
+    /// then flushed to the collector once the lock is released.
+    pub(crate) sealed: bool,
 }
 
 /// An entry taken out, with the cause the listener will be given.
@@ -58,7 +59,7 @@ impl<K, V> Retired<K, V> {
             inline: [None; INLINE_RETIRED],
             more: Vec::new(),
             listening,
-            drops: Vec::new(),
+            sealed: false,
         }
     }
 
@@ -81,15 +82,20 @@ impl<K, V> Retired<K, V> {
     }
 
     /// Calls the listener once per entry (outside every lock; a panicking
-    /// listener is contained). `_guard` must have been pinned since before
-    /// the entries were unlinked: the slab reuses their blocks only once
-    /// every such guard is gone.
+    /// listener is contained), then, if a batch was sealed, hands it to the
+    /// collector. `guard` must have been pinned since before the entries
+    /// were unlinked: their values are dropped only once every such guard
+    /// is gone.
     #[inline]
     pub(crate) fn release(self, listener: Option<&Listener<K, V>>, guard: &Guard) {
-        if self.listening || self.drops.capacity() != 0 {
+        let sealed = self.sealed;
+        if self.listening {
             self.report(listener, guard);
         }
-        // Otherwise nothing was recorded and nothing needs dropping.
+        if sealed {
+            // Outside the lock: the collector may run destructors here.
+            guard.flush();
+        }
     }
 
     #[cold]
@@ -107,7 +113,6 @@ impl<K, V> Retired<K, V> {
                 let _ = std::panic::catch_unwind(call);
             }
         }
-        // `self.drops` (reclaimed entries) is dropped here, outside the lock.
     }
 }
 
@@ -160,20 +165,52 @@ struct ReadSide<K, V> {
 /// Hashes a key the way the cache does.
 pub(crate) type HashFn<'a, K> = &'a dyn Fn(&K) -> u64;
 
-impl<K, V> Inner<K, V> {
+impl<K: Send + 'static, V: Send + 'static> Inner<K, V> {
     /// Moves `entry` into a block of the shard's slab.
-    pub(crate) fn alloc(
-        &mut self,
-        entry: Entry<K, V>,
-        retired: &mut Retired<K, V>,
-    ) -> NonNull<Entry<K, V>> {
-        self.slab.alloc(entry, &mut retired.drops)
+    pub(crate) fn alloc(&mut self, entry: Entry<K, V>) -> NonNull<Entry<K, V>> {
+        self.slab.alloc(entry)
+    }
+}
+
+impl<K, V> Shard<K, V> {
+    /// Live entries (a relaxed mirror of the writer's count).
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// The shard's share of the capacity.
+    pub(crate) fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Total weight (a relaxed mirror of the writer's sum).
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// The current table.
+    #[inline]
+    pub(crate) fn table<'g>(&self, guard: &'g Guard) -> &'g RawTable<K, V> {
+        let t = self.read.table.load(Ordering::Acquire, guard);
+        // SAFETY: the table pointer is never null (set in `new`, only ever
+        // swapped for another table), and a replaced table is retired through
+        // the epoch collector, so it outlives `guard`.
+        unsafe { t.deref() }
+    }
+
+    /// Heap bytes held by this shard's structures, entries excluded.
+    pub(crate) fn structure_bytes(&self, inner: &Inner<K, V>, guard: &Guard) -> usize {
+        self.table(guard).heap_bytes()
+            + inner.policy.heap_bytes()
+            + inner.deadlines.heap_bytes()
+            + inner.slab.overhead_bytes()
     }
 }
 
 impl<K, V> Shard<K, V>
 where
-    K: Eq,
+    K: Eq + Send + 'static,
+    V: Send + 'static,
 {
     /// `table_items`: what the table, and at least what the rings, are first
     /// sized for (see
@@ -184,6 +221,7 @@ where
         item_limit: usize,
         table_items: usize,
         duel: Duel,
+        in_flight: Arc<InFlight>,
     ) -> Self {
         let initial = item_limit.min(INITIAL_ITEMS).max(table_items);
         let table = RawTable::for_items(table_items);
@@ -202,7 +240,7 @@ where
                 over: false,
                 item_limit,
                 loading: Vec::new(),
-                slab: Slab::new(item_limit),
+                slab: Slab::new(item_limit, budget, in_flight),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
@@ -215,31 +253,6 @@ where
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
         self.read.hint.prefetch(hash);
-    }
-
-    /// The current table.
-    #[inline]
-    pub(crate) fn table<'g>(&self, guard: &'g Guard) -> &'g RawTable<K, V> {
-        let t = self.read.table.load(Ordering::Acquire, guard);
-        // SAFETY: the table pointer is never null (set in `new`, only ever
-        // swapped for another table), and a replaced table is retired through
-        // the epoch collector, so it outlives `guard`.
-        unsafe { t.deref() }
-    }
-
-    /// Live entries (a relaxed mirror of the writer's count).
-    pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
-    }
-
-    /// The shard's share of the capacity.
-    pub(crate) fn budget(&self) -> u64 {
-        self.budget
-    }
-
-    /// Total weight (a relaxed mirror of the writer's sum).
-    pub(crate) fn weight(&self) -> u64 {
-        self.weight.load(Ordering::Relaxed)
     }
 
     /// Publishes the mirrors. Returns how the shard's over-budget status
@@ -297,7 +310,7 @@ where
             WriteCounters::add(&self.counters.updates, 1);
             // SAFETY: non-null (it was the slot's live entry).
             let old = unsafe { NonNull::new_unchecked(old) };
-            inner.slab.retire(old, guard);
+            retired.sealed |= inner.slab.retire(old, old_ref.weight, guard);
             retired.push(old, RemovalCause::Replaced);
         } else {
             let table = if table.needs_rehash() {
@@ -395,7 +408,7 @@ where
             RemovalCause::Replaced => &c.updates,
         };
         WriteCounters::add(counter, 1);
-        inner.slab.retire(p, guard);
+        retired.sealed |= inner.slab.retire(p, e.weight, guard);
         retired.push(p, cause);
     }
 
@@ -566,7 +579,9 @@ where
         let all = inner.policy.drain();
         WriteCounters::add(&self.counters.removals, all.len() as u64);
         for p in all {
-            inner.slab.retire(p, guard);
+            // SAFETY: queue pointers are live entries (lock held).
+            let weight = unsafe { p.as_ref() }.weight;
+            retired.sealed |= inner.slab.retire(p, weight, guard);
             retired.push(p, RemovalCause::Cleared);
         }
         inner.deadlines.clear();
@@ -575,24 +590,21 @@ where
     }
 
     /// Hands the entries retired so far, however few, to the collector, so
-    /// that a bulk removal's values are dropped soon even if the shard sees
-    /// no more writes (otherwise a batch waits for 64 retirements).
-    pub(crate) fn seal_locked(&self, inner: &mut Inner<K, V>, guard: &Guard) {
-        inner.slab.seal(guard);
+    /// that a bulk removal's values are dropped even if the shard sees no
+    /// more writes (otherwise up to 63 wait for the next batch).
+    pub(crate) fn seal_locked(
+        &self,
+        inner: &mut Inner<K, V>,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) {
+        retired.sealed |= inner.slab.seal(guard);
     }
 
     /// Publishes the counts after any `*_locked` call that did not (all but
     /// `insert_locked`); see `publish` for the result.
     pub(crate) fn publish_locked(&self, inner: &mut Inner<K, V>) -> isize {
         self.publish(inner)
-    }
-
-    /// Heap bytes held by this shard's structures, entries excluded.
-    pub(crate) fn structure_bytes(&self, inner: &Inner<K, V>, guard: &Guard) -> usize {
-        self.table(guard).heap_bytes()
-            + inner.policy.heap_bytes()
-            + inner.deadlines.heap_bytes()
-            + inner.slab.overhead_bytes()
     }
 }
 
@@ -601,13 +613,10 @@ impl<K, V> Drop for Shard<K, V> {
         // No handle on the cache is left, hence no reader and no writer.
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        // SAFETY: no thread can hold an entry of this shard any more, so the
-        // unprotected guard's immediate execution of deferred work is sound.
-        let guard = unsafe { epoch::unprotected() };
         for p in inner.policy.drain() {
-            // Every live entry sits in exactly one queue; the slab drops it
-            // with the retired ones (the unprotected guard defers nothing).
-            inner.slab.retire(p, guard);
+            // SAFETY: every live entry sits in exactly one queue, so each is
+            // dropped once, and no reader is left to hold it.
+            unsafe { inner.slab.drop_live(p) };
         }
         let table = std::mem::replace(&mut self.read.table, epoch::Atomic::null());
         // SAFETY: the table pointer is never null and nothing else can reach

@@ -3,45 +3,135 @@
 //!
 //! A shard allocates its entries from chunks of its own (no allocator call
 //! per insert, no allocator header per entry: 40 bytes for a `u64` key and
-//! value, not glibc's 48) and keeps them until the shard is dropped.
+//! value, not glibc's 48) and keeps the chunks until the shard and every
+//! batch below are gone.
 //!
-//! A removed entry cannot be reused at once: a reader pinned before the
-//! removal may still be reading it. So the lock holder that unlinks an
-//! entry puts its block on `pending`; every [`BATCH`] blocks it seals them
-//! into a batch and hands the epoch collector one small function that
-//! raises the batch's `ready` flag. The collector runs it only once every
+//! A removed entry cannot be dropped at once: a reader pinned before the
+//! removal may still be cloning its value. So the lock holder that unlinks
+//! an entry puts its block on `pending`, and seals the pending blocks into a
+//! batch as soon as [`BATCH`] of them, or a [`SEAL_SHARE`]th of the shard's
+//! budget by weight, have gathered. Sealing hands the epoch collector one
+//! function for the whole batch. The collector runs it only once every
 //! thread pinned at sealing time has unpinned (the guarantee `defer_destroy`
-//! relies on), and the blocks were unlinked before sealing, so once the flag
-//! is up no reader can reach them. Later allocations take such ready
-//! batches back: the entries' keys and values are moved out (to be dropped
-//! by the caller once it has released the shard lock) and the blocks reused.
-//! Only the flag is shared with the collector, so a batch whose flag rises
-//! after the cache is gone touches nothing freed.
+//! relies on), and the blocks were unlinked before sealing, so by then no
+//! reader can reach them: the function drops the batch's keys and values in
+//! place, at once, and only then hands the emptied blocks back to the slab
+//! through a small mutex of their own (`Home::returned`), where the next
+//! allocation that finds the free list empty takes them.
+//!
+//! So a value's release never waits for the shard's next write, and the
+//! reuse of a block never waits for anything but the value's release. What
+//! may outlive its removal is bounded: per shard, fewer than [`BATCH`]
+//! unsealed entries weighing less than a [`SEAL_SHARE`]th of the shard's
+//! budget, plus the sealed batches the collector has not run yet (each
+//! seal's write asks the collector to advance, and a batch runs at the
+//! second advance after its sealing; bulk removals drive it there before
+//! they return; see `Cache::reclaim_now`).
+//!
+//! The batches share the chunks through an `Arc<Home>`: a batch that runs
+//! after its cache is gone drops its values and frees the chunks if it is
+//! the last owner, and touches nothing freed.
 //!
 //! Under loom, and with `--cfg clockcache_no_recycle` (the AddressSanitizer
 //! runs, so that a use after free stays visible to ASan), every entry is its
-//! own `Box`, freed by a function deferred to the collector.
+//! own `Box`, dropped and freed by a function deferred to the collector.
 
 use crate::sync::epoch::Guard;
+#[cfg(not(loom))]
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use std::ptr::NonNull;
 
-/// Blocks sealed into one batch (one deferred function, one flush).
-#[cfg(not(any(loom, clockcache_no_recycle)))]
-const BATCH: usize = 64;
+/// Most retired entries a shard gathers before it seals them into a batch
+/// (one deferred function, one flush).
+pub(crate) const BATCH: usize = 64;
+
+/// A shard also seals once its unsealed entries weigh a `SEAL_SHARE`th of
+/// its budget, so that a few heavy values never wait for 63 more.
+pub(crate) const SEAL_SHARE: u64 = 16;
+
+/// What one cache's shards have sealed and the collector has not dropped
+/// yet: batches (or, without recycling, entries) and their weight. Writers
+/// read it to help the collector along when too much waits (see
+/// `Cache::release`). Under loom it counts nothing: the models check the
+/// protocol, and these counters only decide how hard to push the collector.
+pub(crate) struct InFlight {
+    #[cfg(not(loom))]
+    batches: AtomicUsize,
+    #[cfg(not(loom))]
+    weight: AtomicU64,
+}
+
+impl InFlight {
+    pub(crate) fn new() -> Self {
+        Self {
+            #[cfg(not(loom))]
+            batches: AtomicUsize::new(0),
+            #[cfg(not(loom))]
+            weight: AtomicU64::new(0),
+        }
+    }
+
+    /// A batch of `weight` was sealed.
+    #[inline]
+    fn sealed(&self, weight: u64) {
+        #[cfg(not(loom))]
+        {
+            self.weight.fetch_add(weight, Ordering::Relaxed);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        #[cfg(loom)]
+        let _ = weight;
+    }
+
+    /// A batch of `weight` has been dropped.
+    #[inline]
+    fn dropped(&self, weight: u64) {
+        #[cfg(not(loom))]
+        {
+            self.weight.fetch_sub(weight, Ordering::Relaxed);
+            // Release: a thread that sees the count fall sees the drops.
+            self.batches.fetch_sub(1, Ordering::Release);
+        }
+        #[cfg(loom)]
+        let _ = weight;
+    }
+
+    /// Batches sealed and not dropped yet.
+    pub(crate) fn batches(&self) -> usize {
+        #[cfg(not(loom))]
+        return self.batches.load(Ordering::Acquire);
+        #[cfg(loom)]
+        0
+    }
+
+    /// Their weight.
+    pub(crate) fn weight(&self) -> u64 {
+        #[cfg(not(loom))]
+        return self.weight.load(Ordering::Relaxed);
+        #[cfg(loom)]
+        0
+    }
+}
+
+/// The weight at which a shard of budget `budget` seals its pending blocks.
+pub(crate) fn seal_weight(budget: u64) -> u64 {
+    (budget / SEAL_SHARE).max(1)
+}
 
 pub(crate) use imp::Slab;
 
 #[cfg(not(any(loom, clockcache_no_recycle)))]
 mod imp {
-    use super::{Guard, NonNull, BATCH};
+    use super::{seal_weight, Guard, InFlight, NonNull, BATCH};
+    use crate::sync::{Arc, Mutex};
     use std::alloc::{self, Layout};
-    use std::collections::VecDeque;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
 
     /// Smallest and largest chunk, in blocks.
     const MIN_CHUNK: usize = 32;
     const MAX_CHUNK: usize = 4096;
+
+    /// Empty block lists a slab keeps for its next batches.
+    const SPARE_LISTS: usize = 8;
 
     /// `n` blocks, or a few more so that a large chunk fills its last page:
     /// the allocator maps large chunks as whole pages plus a small header.
@@ -55,52 +145,117 @@ mod imp {
         ((n * size + HEADER).next_multiple_of(PAGE) - HEADER) / size
     }
 
-    /// Retired blocks whose values are still live, waiting for `ready`.
+    /// What a slab shares with its sealed batches: the chunks (freed when
+    /// the last owner goes) and the lists of emptied blocks coming back.
+    struct Home<T> {
+        /// Every chunk: its first block and its length in blocks.
+        chunks: Mutex<Vec<(NonNull<T>, usize)>>,
+        /// Block lists whose values the collector has dropped.
+        returned: Mutex<Vec<Vec<NonNull<T>>>>,
+        in_flight: Arc<InFlight>,
+    }
+
+    impl<T> Drop for Home<T> {
+        fn drop(&mut self) {
+            for &(base, n) in self.chunks.lock().iter() {
+                let layout = Layout::array::<T>(n).expect("allocated with this layout");
+                if layout.size() != 0 {
+                    // SAFETY: allocated in `carve` with this layout. The
+                    // slab and every batch are gone (they own the `Home`),
+                    // and each dropped or handed on every value it held.
+                    unsafe { alloc::dealloc(base.as_ptr().cast(), layout) };
+                }
+            }
+        }
+    }
+
+    /// Retired blocks whose values are still live, owned by the function
+    /// the collector will run.
     struct Batch<T> {
-        ready: Arc<AtomicBool>,
+        home: Arc<Home<T>>,
         blocks: Vec<NonNull<T>>,
+        weight: u64,
+    }
+
+    impl<T> Batch<T> {
+        /// Run by the collector once no reader can reach the blocks.
+        fn release(self) {
+            for &p in &self.blocks {
+                // A panicking destructor must not leak the rest of the
+                // batch, nor unwind through the collector.
+                let drop_one = std::panic::AssertUnwindSafe(|| {
+                    // SAFETY: the block holds a value (retired once, not
+                    // dropped before) that no reader can reach any more
+                    // (see the module docs) and no writer touches.
+                    unsafe { p.as_ptr().drop_in_place() }
+                });
+                let _ = std::panic::catch_unwind(drop_one);
+            }
+            let Batch {
+                home,
+                blocks,
+                weight,
+            } = self;
+            home.returned.lock().push(blocks);
+            home.in_flight.dropped(weight);
+        }
     }
 
     pub(crate) struct Slab<T> {
-        /// Every chunk: its first block and its length in blocks.
-        chunks: Vec<(NonNull<T>, usize)>,
-        /// Blocks of the last chunk not handed out yet.
+        home: Arc<Home<T>>,
+        /// The last chunk, and how many of its blocks were never handed out.
+        last: (NonNull<T>, usize),
         fresh: usize,
+        /// Blocks in every chunk.
+        total: usize,
         /// Blocks that hold no value.
         free: Vec<NonNull<T>>,
-        /// Retired blocks not sealed into a batch yet (values live).
+        /// Retired blocks not sealed into a batch yet (values live), and
+        /// their weight.
         pending: Vec<NonNull<T>>,
-        /// Sealed batches, oldest first.
-        limbo: VecDeque<Batch<T>>,
+        pending_weight: u64,
+        seal_weight: u64,
+        /// Empty lists, for the next `pending`.
+        spare: Vec<Vec<NonNull<T>>>,
         /// Blocks the shard expects to hold live at most.
         limit: usize,
     }
 
     // SAFETY: the slab owns the values in its blocks and hands `&T` only to
     // its shard, which shares entries across threads exactly when `T` is
-    // Send + Sync; it is used only under the shard lock.
+    // Send + Sync; it is used only under the shard lock. The pointers in
+    // `Home` are to its own chunks.
     unsafe impl<T: Send + Sync> Send for Slab<T> {}
     // SAFETY: as above; `&Slab` exposes nothing.
     unsafe impl<T: Send + Sync> Sync for Slab<T> {}
 
-    impl<T> Slab<T> {
-        pub(crate) fn new(limit: usize) -> Self {
+    impl<T: Send + 'static> Slab<T> {
+        /// A slab for a shard expecting at most `limit` live entries within
+        /// `budget` weight; `in_flight` counts its batches not yet run.
+        pub(crate) fn new(limit: usize, budget: u64, in_flight: Arc<InFlight>) -> Self {
             Self {
-                chunks: Vec::new(),
+                home: Arc::new(Home {
+                    chunks: Mutex::new(Vec::new()),
+                    returned: Mutex::new(Vec::new()),
+                    in_flight,
+                }),
+                last: (NonNull::dangling(), 0),
                 fresh: 0,
+                total: 0,
                 free: Vec::new(),
-                pending: Vec::new(),
-                limbo: VecDeque::new(),
+                pending: Vec::with_capacity(BATCH),
+                pending_weight: 0,
+                seal_weight: seal_weight(budget),
+                spare: Vec::new(),
                 limit,
             }
         }
 
-        /// Moves `value` into a block. Values of reclaimed blocks are
-        /// pushed to `drops`, for the caller to drop outside the lock.
+        /// Moves `value` into a block.
         #[inline]
-        pub(crate) fn alloc(&mut self, value: T, drops: &mut Vec<T>) -> NonNull<T> {
+        pub(crate) fn alloc(&mut self, value: T) -> NonNull<T> {
             if self.free.is_empty() {
-                self.reclaim(drops);
+                self.take_returned();
             }
             let p = match self.free.pop() {
                 Some(p) => {
@@ -119,29 +274,17 @@ mod imp {
             p
         }
 
-        /// Takes back the blocks of every ready batch at the front.
+        /// Takes back one list of blocks the collector has emptied.
         #[cold]
         #[inline(never)]
-        fn reclaim(&mut self, drops: &mut Vec<T>) {
-            while let Some(b) = self.limbo.front() {
-                // Acquire: pairs with the Release in the deferred function,
-                // which runs after every reader that could hold these
-                // blocks has unpinned.
-                if !b.ready.load(Ordering::Acquire) {
-                    return;
-                }
-                let Some(batch) = self.limbo.pop_front() else {
-                    return;
-                };
-                for p in batch.blocks {
-                    if std::mem::needs_drop::<T>() {
-                        // SAFETY: the block holds a value (retired, not
-                        // reclaimed before) that nothing can reach any more
-                        // (see the module docs); reading moves it out.
-                        drops.push(unsafe { p.as_ptr().read() });
-                    }
-                    self.free.push(p);
-                }
+        fn take_returned(&mut self) {
+            let Some(list) = self.home.returned.lock().pop() else {
+                return;
+            };
+            // The mutex orders the batch's drops before this reuse.
+            let empty = std::mem::replace(&mut self.free, list);
+            if self.spare.len() < SPARE_LISTS {
+                self.spare.push(empty);
             }
         }
 
@@ -150,13 +293,13 @@ mod imp {
         #[inline(never)]
         fn carve(&mut self) -> NonNull<T> {
             if self.fresh == 0 {
-                let total: usize = self.chunks.iter().map(|c| c.1).sum();
+                let total = self.total;
                 let room = self.limit.saturating_sub(total);
                 let n = if room > 0 {
                     // Doubling, but not past what the shard needs.
                     total.clamp(MIN_CHUNK, MAX_CHUNK).min(room.max(MIN_CHUNK))
                 } else {
-                    // Past the limit only by blocks in limbo: small steps.
+                    // Past the limit only by blocks in flight: small steps.
                     (total / 64).clamp(MIN_CHUNK, MAX_CHUNK)
                 };
                 let n = fill_pages::<T>(n);
@@ -168,111 +311,170 @@ mod imp {
                     let p = unsafe { alloc::alloc(layout) };
                     NonNull::new(p.cast::<T>()).unwrap_or_else(|| alloc::handle_alloc_error(layout))
                 };
-                self.chunks.push((base, n));
+                self.home.chunks.lock().push((base, n));
+                self.last = (base, n);
+                self.total += n;
                 self.fresh = n;
             }
-            let (base, n) = *self.chunks.last().expect("a chunk was just pushed");
+            let (base, n) = self.last;
             let i = n - self.fresh;
             self.fresh -= 1;
             // SAFETY: `i < n`, inside the chunk's allocation.
             unsafe { NonNull::new_unchecked(base.as_ptr().add(i)) }
         }
 
-        /// Seals the pending blocks into a batch, however few.
+        /// Seals the pending blocks into a batch, however few, and hands it
+        /// to the collector. Returns whether there was anything to seal (the
+        /// caller then flushes the thread's deferred functions to the
+        /// collector once it has released the shard lock, so that the batch
+        /// does not wait in this thread's bag for 63 more).
         #[cold]
         #[inline(never)]
-        pub(crate) fn seal(&mut self, guard: &Guard) {
+        pub(crate) fn seal(&mut self, guard: &Guard) -> bool {
             if self.pending.is_empty() {
-                return;
+                return false;
             }
-            let ready = Arc::new(AtomicBool::new(false));
-            let flag = Arc::clone(&ready);
-            guard.defer(move || flag.store(true, Ordering::Release));
-            // Without a flush the function would wait in this thread's bag
-            // until 63 more were deferred.
-            guard.flush();
-            let blocks = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
-            self.limbo.push_back(Batch { ready, blocks });
+            let next = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(BATCH));
+            let blocks = std::mem::replace(&mut self.pending, next);
+            let weight = std::mem::take(&mut self.pending_weight);
+            self.home.in_flight.sealed(weight);
+            let batch = Batch {
+                home: Arc::clone(&self.home),
+                blocks,
+                weight,
+            };
+            // SAFETY: the blocks were unlinked from the table and their
+            // queues under the shard lock, before this call, by the holder of
+            // `guard`; the collector runs the function only after every
+            // thread pinned now has unpinned, so no reader still holds them.
+            // `T: Send + 'static`, so the values may be dropped on any
+            // thread at any later time, and the function owns what it
+            // touches (the blocks, through its share of `Home`).
+            unsafe { guard.defer_unchecked(move || batch.release()) };
+            true
         }
 
-        /// Retires a block whose entry was unlinked under the shard lock;
-        /// its value stays readable while `guard` (pinned before the unlink)
-        /// is.
+        /// Retires a block of `weight` whose entry was unlinked under the
+        /// shard lock; its value stays readable while `guard` (pinned before
+        /// the unlink) is. Returns whether this sealed a batch (see `seal`).
         #[inline]
-        pub(crate) fn retire(&mut self, p: NonNull<T>, guard: &Guard) {
+        pub(crate) fn retire(&mut self, p: NonNull<T>, weight: u32, guard: &Guard) -> bool {
             self.pending.push(p);
-            if self.pending.len() >= BATCH {
-                self.seal(guard);
+            self.pending_weight += u64::from(weight);
+            if self.pending.len() >= BATCH || self.pending_weight >= self.seal_weight {
+                return self.seal(guard);
             }
+            false
         }
+    }
 
-        /// Heap bytes held by blocks that hold no live entry and by the
-        /// bookkeeping.
+    impl<T> Slab<T> {
+        /// Heap bytes held by blocks that hold no live entry (free, never
+        /// used, or emptied and on their way back) and by the bookkeeping.
         pub(crate) fn overhead_bytes(&self) -> usize {
             let ptr = std::mem::size_of::<NonNull<T>>();
-            (self.free.len() + self.fresh) * std::mem::size_of::<T>()
+            let returned: usize = self.home.returned.lock().iter().map(Vec::len).sum();
+            (self.free.len() + self.fresh + returned) * std::mem::size_of::<T>()
                 + (self.free.capacity() + self.pending.capacity()) * ptr
-                + self
-                    .limbo
-                    .iter()
-                    .map(|b| b.blocks.capacity() * ptr)
-                    .sum::<usize>()
+                + self.spare.iter().map(|l| l.capacity() * ptr).sum::<usize>()
+        }
+
+        /// Drops the value in `p` now and frees its block.
+        ///
+        /// # Safety
+        ///
+        /// `p` holds a live value of this slab that no other thread can
+        /// reach (the cache is being dropped), and it is not retired.
+        pub(crate) unsafe fn drop_live(&mut self, p: NonNull<T>) {
+            // SAFETY: the caller's contract.
+            unsafe { p.as_ptr().drop_in_place() };
+            self.free.push(p);
         }
     }
 
     impl<T> Drop for Slab<T> {
         fn drop(&mut self) {
-            // Live entries were dropped by the shard; retired ones still
-            // hold values. No reader is left (no handle is).
-            let retired = self
-                .limbo
-                .drain(..)
-                .flat_map(|b| b.blocks)
-                .chain(self.pending.drain(..));
-            for p in retired {
+            // Live entries were dropped by the shard; pending
+            // ones still hold values, and no reader is left (no handle is).
+            for p in self.pending.drain(..) {
                 // SAFETY: a retired block holds a value nobody else owns.
                 unsafe { p.as_ptr().drop_in_place() };
             }
-            for &(base, n) in &self.chunks {
-                let layout = Layout::array::<T>(n).expect("allocated with this layout");
-                if layout.size() != 0 {
-                    // SAFETY: allocated in `carve` with this layout; every
-                    // value in it has been dropped or moved out.
-                    unsafe { alloc::dealloc(base.as_ptr().cast(), layout) };
-                }
-            }
+            // Sealed batches own their values: the last of them (or this
+            // slab) frees the chunks with `Home`.
         }
     }
 }
 
 #[cfg(any(loom, clockcache_no_recycle))]
 mod imp {
-    use super::{Guard, NonNull};
+    use super::{Guard, InFlight, NonNull};
+    use crate::sync::Arc;
 
-    /// One `Box` per entry, freed through the epoch collector.
-    pub(crate) struct Slab<T>(std::marker::PhantomData<T>);
+    /// One `Box` per entry, dropped and freed through the epoch collector.
+    pub(crate) struct Slab<T> {
+        in_flight: Arc<InFlight>,
+        /// Entries retired since the last `seal`.
+        unsealed: usize,
+        _values: std::marker::PhantomData<T>,
+    }
 
-    impl<T> Slab<T> {
-        pub(crate) fn new(_limit: usize) -> Self {
-            Self(std::marker::PhantomData)
+    impl<T: Send + 'static> Slab<T> {
+        pub(crate) fn new(_limit: usize, _budget: u64, in_flight: Arc<InFlight>) -> Self {
+            Self {
+                in_flight,
+                unsealed: 0,
+                _values: std::marker::PhantomData,
+            }
         }
 
-        pub(crate) fn alloc(&mut self, value: T, _drops: &mut Vec<T>) -> NonNull<T> {
+        pub(crate) fn alloc(&mut self, value: T) -> NonNull<T> {
             NonNull::from(Box::leak(Box::new(value)))
         }
 
-        pub(crate) fn retire(&mut self, p: NonNull<T>, guard: &Guard) {
+        pub(crate) fn retire(&mut self, p: NonNull<T>, weight: u32, guard: &Guard) -> bool {
             let raw = p.as_ptr();
+            let in_flight = Arc::clone(&self.in_flight);
+            let weight = u64::from(weight);
+            in_flight.sealed(weight);
+            self.unsealed += 1;
             // SAFETY: `raw` came from `Box::leak`, was unlinked under the
             // shard lock before this call and is retired once; the collector
-            // runs the drop after every thread pinned now has unpinned.
-            unsafe { guard.defer_unchecked(move || drop(Box::from_raw(raw))) };
+            // runs the drop after every thread pinned now has unpinned, and
+            // `T: Send + 'static` may be dropped on any thread, at any time.
+            unsafe {
+                guard.defer_unchecked(move || {
+                    drop(Box::from_raw(raw));
+                    in_flight.dropped(weight);
+                })
+            };
+            false
         }
 
-        pub(crate) fn seal(&mut self, _guard: &Guard) {}
+        /// Whether anything was retired since the last call (the caller
+        /// then flushes the thread's deferred functions to the collector).
+        pub(crate) fn seal(&mut self, _guard: &Guard) -> bool {
+            std::mem::take(&mut self.unsealed) != 0
+        }
+    }
 
+    impl<T> Slab<T> {
         pub(crate) fn overhead_bytes(&self) -> usize {
             0
+        }
+
+        /// Drops the value in `p` now and frees its box.
+        ///
+        /// # Safety
+        ///
+        /// `p` holds a live value of this slab that no other thread can
+        /// reach (the cache is being dropped), and it is not retired.
+        pub(crate) unsafe fn drop_live(&mut self, p: NonNull<T>) {
+            // SAFETY: `p` came from `Box::leak`; the caller's contract.
+            drop(unsafe { Box::from_raw(p.as_ptr()) });
         }
     }
 }
@@ -281,62 +483,81 @@ mod imp {
 mod tests {
     use super::*;
     use crate::sync::epoch;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize as Count;
     use std::sync::Arc;
 
-    struct Counted(Arc<AtomicUsize>);
+    struct Counted(Arc<Count>);
     impl Drop for Counted {
         fn drop(&mut self) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 
+    /// Pins and flushes until the collector has run every sealed batch.
+    fn drive(in_flight: &InFlight) {
+        for _ in 0..100_000 {
+            if in_flight.batches() == 0 {
+                return;
+            }
+            epoch::pin().flush();
+            std::thread::yield_now();
+        }
+        panic!("the collector never ran the sealed batches");
+    }
+
     #[test]
-    fn retired_blocks_come_back_once_ready_and_every_value_drops_once() {
-        let drops = Arc::new(AtomicUsize::new(0));
-        let mut created = 0;
-        let mut new_value = || {
-            created += 1;
-            Counted(Arc::clone(&drops))
-        };
-        let mut slab = Slab::new(100);
-        let mut out = Vec::new();
-        let blocks: Vec<_> = (0..3 * BATCH)
-            .map(|_| slab.alloc(new_value(), &mut out))
+    fn retired_values_drop_without_further_writes_and_their_blocks_come_back() {
+        let drops = Arc::new(Count::new(0));
+        let in_flight = Arc::new(InFlight::new());
+        let mut slab = Slab::new(1_000, 1 << 20, Arc::clone(&in_flight));
+        let mut blocks: Vec<_> = (0..2 * BATCH + 3)
+            .map(|_| slab.alloc(Counted(Arc::clone(&drops))))
             .collect();
         {
             let guard = epoch::pin();
+            let mut sealed = 0;
             for &p in &blocks {
-                slab.retire(p, &guard);
+                sealed += usize::from(slab.retire(p, 1, &guard));
             }
-            // Still pinned: nothing retired can be reused, so this carves.
-            let fresh = slab.alloc(new_value(), &mut out);
+            assert_eq!(sealed, 2, "a batch every {BATCH} blocks");
+            // Still pinned: nothing retired may be dropped or reused.
+            guard.flush();
+            assert_eq!(drops.load(Ordering::SeqCst), 0);
+            let fresh = slab.alloc(Counted(Arc::clone(&drops)));
             assert!(!blocks.contains(&fresh));
-            assert!(out.is_empty());
-            slab.retire(fresh, &guard);
+            assert!(slab.retire(fresh, 1, &guard) || slab.seal(&guard));
+            blocks.push(fresh);
         }
-        // Unpinned: the batches become ready once the epoch advances.
-        let mut reused = None;
-        for _ in 0..10_000 {
-            epoch::pin().flush();
-            let p = slab.alloc(new_value(), &mut out);
-            if blocks.contains(&p) {
-                reused = Some(p);
-                break;
-            }
-            slab.retire(p, &epoch::pin());
-        }
-        let live = reused.expect("a retired block is reused");
-        // Reclaimed values were moved out, for the caller to drop.
-        let moved = out.len();
-        assert!(moved >= BATCH);
-        drop(out);
-        assert_eq!(drops.load(Ordering::SeqCst), moved);
-        // SAFETY: `live` holds a value handed out by `alloc`, dropped once.
-        unsafe { live.as_ptr().drop_in_place() };
-        // The slab drops the retired values it still holds.
+        // Unpinned: the batches run with no further call into the slab.
+        drive(&in_flight);
+        assert_eq!(drops.load(Ordering::SeqCst), blocks.len());
+        // Their blocks come back to the next allocation that finds the free
+        // list empty (this one: the slab never freed a block before).
+        let again = slab.alloc(Counted(Arc::clone(&drops)));
+        assert!(blocks.contains(&again), "an emptied block is reused");
+        // SAFETY: `again` holds a value handed out by `alloc`, dropped once.
+        unsafe { again.as_ptr().drop_in_place() };
         drop(slab);
-        assert_eq!(drops.load(Ordering::SeqCst), created);
         assert_eq!(Arc::strong_count(&drops), 1, "no value leaked");
+    }
+
+    #[test]
+    fn a_heavy_block_seals_at_once_and_a_batch_may_outlive_its_slab() {
+        let drops = Arc::new(Count::new(0));
+        let in_flight = Arc::new(InFlight::new());
+        // Budget 160: a block of weight 10 is a sixteenth of it.
+        let mut slab = Slab::new(100, 160, Arc::clone(&in_flight));
+        let guard = epoch::pin();
+        let light = slab.alloc(Counted(Arc::clone(&drops)));
+        assert!(!slab.retire(light, 9, &guard));
+        let heavy = slab.alloc(Counted(Arc::clone(&drops)));
+        assert!(slab.retire(heavy, 1, &guard), "9 + 1 reaches 160 / 16");
+        // The slab goes while its batch waits for `guard`.
+        drop(slab);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        drop(guard);
+        drive(&in_flight);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+        assert_eq!(Arc::strong_count(&drops), 1);
     }
 }
