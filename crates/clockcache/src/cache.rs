@@ -538,7 +538,8 @@ where
         let shard = self.shard(hash);
         let guard = epoch::pin();
         let mut retired = self.retired();
-        let now = self.core.clock.now();
+        // 0 while nothing can expire: no clock read for a plain remove.
+        let now = self.writer_now(false);
         let removed = {
             let mut inner = shard.inner.lock();
             let p = shard.remove_locked(&mut inner, hash, key, pred, &mut retired, &guard);
