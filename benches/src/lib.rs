@@ -10,6 +10,7 @@
 
 pub mod adapters;
 pub mod child;
+pub mod opcost;
 pub mod report;
 pub mod runner;
 pub mod svg;

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use clockcache_bench::adapters::{CacheKind, CacheSpec};
 use clockcache_bench::child::{self, ExpiryParams, ExpiryResult, MemResult};
+use clockcache_bench::opcost::{Op, OpCost};
 use clockcache_bench::report::{Cell, Machine, Report, TraceCell};
 use clockcache_bench::runner::{timer_overhead, RunOnce, RunParams, Solo};
 use clockcache_bench::trace::{self, Replay, Trace};
@@ -106,6 +107,25 @@ enum ChildCmd {
         /// Report directory (default: the directory of the JSON file).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Fills one cache, then repeats one kind of op, for an instruction
+    /// counter (`scripts/opcost` runs it under cachegrind and prints the cost
+    /// per op).
+    Opcost {
+        /// Cache name.
+        cache: String,
+        /// The op: hit, miss, insert-evict, update, remove.
+        op: String,
+        /// How many times it is applied.
+        #[arg(long, default_value_t = 50_000)]
+        ops: usize,
+        /// The most ops of any run compared with this one (sizes the key
+        /// arrays, so that runs differ only by their ops).
+        #[arg(long, default_value_t = 100_000)]
+        max_ops: usize,
+        /// Cache capacity in entries (filled first).
+        #[arg(long, default_value_t = 100_000)]
+        capacity: usize,
     },
     /// Replays one thread's ops on one cache, single-threaded, for a
     /// profiler: `valgrind --tool=cachegrind clockcache-bench profile clockcache`.
@@ -685,6 +705,33 @@ fn child_main(cmd: &ChildCmd) -> Result<(), String> {
                 r.ops,
                 r.elapsed.as_secs_f64(),
                 r.elapsed.as_nanos() as f64 / r.ops.max(1) as f64
+            );
+        }
+        ChildCmd::Opcost {
+            cache,
+            op,
+            ops,
+            max_ops,
+            capacity,
+        } => {
+            let k =
+                CacheKind::from_name(cache).ok_or_else(|| format!("unknown cache {cache:?}"))?;
+            let op = Op::from_name(op).ok_or_else(|| {
+                format!("unknown op {op:?} (hit, miss, insert-evict, update, remove)")
+            })?;
+            if op == Op::Remove && *ops > *capacity {
+                return Err("remove needs --ops at most --capacity (present keys)".into());
+            }
+            let found = k.visit(OpCost {
+                capacity: *capacity,
+                op,
+                ops: *ops,
+                max_ops: *max_ops,
+            });
+            println!(
+                "{} {}: {ops} ops, {found} found their key",
+                k.name(),
+                op.name()
             );
         }
         ChildCmd::ExpiryChild { cache, params } => {
