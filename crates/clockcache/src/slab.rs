@@ -123,7 +123,7 @@ pub(crate) use imp::Slab;
 #[cfg(not(any(loom, clockcache_no_recycle)))]
 mod imp {
     use super::{seal_weight, Guard, InFlight, NonNull, BATCH};
-    use crate::sync::{Arc, Mutex};
+    use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
     use std::alloc::{self, Layout};
 
     /// Smallest and largest chunk, in blocks.
@@ -152,6 +152,10 @@ mod imp {
         chunks: Mutex<Vec<(NonNull<T>, usize)>>,
         /// Block lists whose values the collector has dropped.
         returned: Mutex<Vec<Vec<NonNull<T>>>>,
+        /// Whether `returned` may hold a list: lets an allocation that finds
+        /// the free list empty (every insert while the shard fills) skip the
+        /// mutex.
+        any_returned: AtomicBool,
         in_flight: Arc<InFlight>,
     }
 
@@ -197,6 +201,9 @@ mod imp {
                 weight,
             } = self;
             home.returned.lock().push(blocks);
+            // Release: an allocation that sees the flag sees the list (the
+            // mutex orders the rest).
+            home.any_returned.store(true, Ordering::Release);
             home.in_flight.dropped(weight);
         }
     }
@@ -237,6 +244,7 @@ mod imp {
                 home: Arc::new(Home {
                     chunks: Mutex::new(Vec::new()),
                     returned: Mutex::new(Vec::new()),
+                    any_returned: AtomicBool::new(false),
                     in_flight,
                 }),
                 last: (NonNull::dangling(), 0),
@@ -254,7 +262,7 @@ mod imp {
         /// Moves `value` into a block.
         #[inline]
         pub(crate) fn alloc(&mut self, value: T) -> NonNull<T> {
-            if self.free.is_empty() {
+            if self.free.is_empty() && self.home.any_returned.load(Ordering::Acquire) {
                 self.take_returned();
             }
             let p = match self.free.pop() {
@@ -278,7 +286,16 @@ mod imp {
         #[cold]
         #[inline(never)]
         fn take_returned(&mut self) {
-            let Some(list) = self.home.returned.lock().pop() else {
+            let list = {
+                let mut returned = self.home.returned.lock();
+                let list = returned.pop();
+                if returned.is_empty() {
+                    // Under the mutex: a batch pushing now raises it again.
+                    self.home.any_returned.store(false, Ordering::Relaxed);
+                }
+                list
+            };
+            let Some(list) = list else {
                 return;
             };
             // The mutex orders the batch's drops before this reuse.
