@@ -489,15 +489,30 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
             validate_token(&session.token)?;
             let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
             let inner = &self.inner;
-            inner.invalidate_local(&session.token);
-            let before = inner.epochs.snapshot(&session.token);
-            match rs::write_session(&mut c, &inner.opts.redis, &session).await {
-                Ok(()) => {
-                    inner.fill(&session, before);
+            let token = &session.token;
+            inner.invalidate_local(token);
+            let before = inner.epochs.snapshot(token);
+            let written = rs::write_session(&mut c, &inner.opts.redis, &session).await;
+            // NOLOOP: Redis sends this instance no invalidation for its own write, so the write
+            // must refuse, itself, the fills of gets that snapshotted before it landed (their
+            // GET may have been queued ahead of the SET and read the older value). It bumps the
+            // token's epoch now that the SET has been answered: a get that snapshots after this
+            // sends its GET after the SET was applied. The bump is a compare-and-swap against
+            // `before`, so an invalidation that came in while the write was on its way (another
+            // instance's write of the token, applied in Redis after ours) is not hidden by it.
+            match written.map(|()| inner.epochs.advance(token, before)) {
+                Ok(Some(now)) => {
+                    inner.fill(&session, now);
+                    Ok(())
+                }
+                Ok(None) => {
+                    // Something invalidated the token during the write: which value Redis
+                    // holds is unknown here, so keep neither.
+                    inner.invalidate_local(token);
                     Ok(())
                 }
                 Err(e) => {
-                    inner.invalidate_local(&session.token);
+                    inner.invalidate_local(token);
                     Err(e)
                 }
             }

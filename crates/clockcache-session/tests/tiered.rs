@@ -258,3 +258,111 @@ async fn racing_fills_never_keep_a_stale_copy() {
         assert_eq!(got.active_order_id, Some(149.into()), "{t}");
     }
 }
+
+/// The session with `token` as raw Redis holds it now.
+fn in_redis(server: &RedisServer, token: &str) -> Option<clockcache_session::CachedSession> {
+    let raw: Option<Vec<u8>> = server
+        .conn()
+        .get(format!("vendure-session-cache:{token}"))
+        .unwrap();
+    raw.map(|r| clockcache_session::CachedSession::from_json(&r).unwrap())
+}
+
+fn versioned(token: &str, version: i64) -> Arc<clockcache_session::CachedSession> {
+    let mut s = session(token, 1);
+    s.active_order_id = Some(version.into());
+    Arc::new(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_racing_the_instances_own_set_never_keeps_the_older_copy() {
+    let Some(server) =
+        RedisServer::start("a_get_racing_the_instances_own_set_never_keeps_the_older_copy")
+    else {
+        return;
+    };
+    let a = Arc::new(tiered(&server).await);
+    let trials = 200;
+    let mut stale = Vec::new();
+    for trial in 0..trials {
+        let token = format!("own{trial}");
+        a.set(versioned(&token, 0)).await.unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let getters: Vec<_> = (0..2)
+            .map(|_| {
+                let (a, token, done) = (a.clone(), token.clone(), done.clone());
+                tokio::spawn(async move {
+                    while !done.load(std::sync::atomic::Ordering::Acquire) {
+                        let _ = a.get(&token).await;
+                        // A near hit completes without awaiting: yield, so that the spinning
+                        // getters leave the workers to the connection's reader.
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        // Let the getters start spinning on near hits, then write once.
+        tokio::task::yield_now().await;
+        a.set(versioned(&token, 1)).await.unwrap();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        for g in getters {
+            g.await.unwrap();
+        }
+        let redis = in_redis(&server, &token).expect("in Redis");
+        assert_eq!(redis.active_order_id, Some(1.into()));
+        // NOLOOP: no invalidation comes back for A's own write, so whatever A serves now it
+        // would serve until cache_expiry.
+        let served = a.get(&token).await.expect("present");
+        if served.active_order_id != redis.active_order_id {
+            stale.push(trial);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} of {trials} trials kept the older copy after the instance's own set (first: {:?})",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sets_on_two_instances_leave_no_stale_copy() {
+    let Some(server) = RedisServer::start("concurrent_sets_on_two_instances_leave_no_stale_copy")
+    else {
+        return;
+    };
+    let a = Arc::new(tiered(&server).await);
+    let b = Arc::new(tiered(&server).await);
+    let trials = 200;
+    let mut stale = Vec::new();
+    for trial in 0..trials {
+        let token = format!("both{trial}");
+        let sa = {
+            let (a, token) = (a.clone(), token.clone());
+            tokio::spawn(async move { a.set(versioned(&token, 1)).await.unwrap() })
+        };
+        let sb = {
+            let (b, token) = (b.clone(), token.clone());
+            tokio::spawn(async move { b.set(versioned(&token, 2)).await.unwrap() })
+        };
+        sa.await.unwrap();
+        sb.await.unwrap();
+        // Both writes have completed: after the barrier each instance has applied the
+        // invalidation of the other's write.
+        a.sync_invalidations().await.unwrap();
+        b.sync_invalidations().await.unwrap();
+        let redis = in_redis(&server, &token).expect("in Redis");
+        for (name, t) in [("A", &a), ("B", &b)] {
+            let served = t.get(&token).await.expect("present");
+            if served.active_order_id != redis.active_order_id {
+                stale.push((trial, name));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} stale copies after two concurrent sets (first: {:?})",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
+}
