@@ -172,15 +172,19 @@ impl SessionCache {
             let mut flights = self.inner.flights.lock();
             flights.entry(token.to_owned()).or_default().clone()
         };
-        let result = cell
-            .get_or_init(|| self.load_and_store(token, had_cached))
+        // Leaves the map whether this call completes or is dropped mid-load (tokens are chosen
+        // by clients: an entry left behind by every cancelled get would grow without bound).
+        let guard = FlightGuard {
+            inner: &self.inner,
+            token,
+            cell: Some(cell),
+        };
+        let cell = guard.cell.as_ref().expect("set above");
+        // If the caller running the load is dropped, `OnceCell` lets one of the waiters run its
+        // own load instead; they never wait on a load nobody runs.
+        cell.get_or_init(|| self.load_and_store(token, had_cached))
             .await
-            .clone();
-        let mut flights = self.inner.flights.lock();
-        if flights.get(token).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            flights.remove(token);
-        }
-        result
+            .clone()
     }
 
     async fn load_and_store(&self, token: &str, had_cached: bool) -> LoadResult {
@@ -436,6 +440,40 @@ impl SessionCache {
     /// seen deleted or expired).
     pub fn indexed_sessions(&self) -> usize {
         self.index().by_token.len()
+    }
+
+    /// Number of tokens with a load in flight (the single-flight map): 0 whenever no `get` is
+    /// loading.
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner.flights.lock().len()
+    }
+}
+
+/// One participant of a single flight. On drop (the get finished, or was cancelled), removes
+/// the token's entry if it is still this flight's and either the load is done or no other
+/// participant remains to run it; a waiter still there keeps the entry, takes the load over,
+/// and removes the entry when it drops in turn.
+struct FlightGuard<'a> {
+    inner: &'a Inner,
+    token: &'a str,
+    cell: Option<Arc<OnceCell<LoadResult>>>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let Some(cell) = self.cell.take() else {
+            return;
+        };
+        let mut flights = self.inner.flights.lock();
+        // Participants clone the cell under this lock, and drop their clone under it (below):
+        // the count cannot change while it is read. 2: the map's and this one.
+        let ours = flights
+            .get(self.token)
+            .is_some_and(|c| Arc::ptr_eq(c, &cell));
+        if ours && (cell.initialized() || Arc::strong_count(&cell) == 2) {
+            flights.remove(self.token);
+        }
+        drop(cell);
     }
 }
 

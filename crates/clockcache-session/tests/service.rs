@@ -175,6 +175,63 @@ async fn a_set_during_a_load_is_not_overwritten_by_it() {
     assert_eq!(c.get("t").await.unwrap(), Some(stored));
 }
 
+/// The caller of a get is dropped while its load waits (the client went away, a timeout layer
+/// fired): its single-flight entry goes with it, and a later get loads again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancelled_load_leaves_no_flight_behind() {
+    let gate = Arc::new(Semaphore::new(0));
+    let db = Arc::new(Db {
+        gate: Some(gate.clone()),
+        ..Db::with([session("t", 1)])
+    });
+    let (c, store) = cache(db.clone());
+    let cancelled = tokio::time::timeout(Duration::from_millis(20), c.get("t")).await;
+    assert!(cancelled.is_err(), "the load waited at the gate");
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(c.loads_in_flight(), 0, "the cancelled load left its entry");
+    gate.add_permits(1000);
+    assert_eq!(c.get("t").await.unwrap().unwrap().token, "t");
+    assert_eq!(db.loads.load(Ordering::SeqCst), 2);
+    assert!(store.get_now("t").is_some());
+    assert_eq!(c.loads_in_flight(), 0);
+}
+
+/// A get waiting on a load whose leader is cancelled takes the load over (it neither hangs nor
+/// fails), and no entry is left once it is done.
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiter_takes_over_from_a_cancelled_leader() {
+    let gate = Arc::new(Semaphore::new(0));
+    let db = Arc::new(Db {
+        gate: Some(gate.clone()),
+        ..Db::with([session("t", 1)])
+    });
+    let (c, _store) = cache(db.clone());
+    let leader = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("t").await })
+    };
+    settle().await;
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("t").await })
+    };
+    settle().await;
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1, "the waiter joined");
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    settle().await;
+    assert_eq!(db.loads.load(Ordering::SeqCst), 2, "the waiter took over");
+    assert_eq!(c.loads_in_flight(), 1, "the waiter's load is in flight");
+    gate.add_permits(1000);
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter finished")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap().token, "t");
+    assert_eq!(c.loads_in_flight(), 0);
+}
+
 #[tokio::test]
 async fn stale_or_expired_entries_are_reloaded() {
     let db = Arc::new(Db::with([session("stale", 1)]));
