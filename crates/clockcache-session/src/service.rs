@@ -44,7 +44,8 @@ pub trait SessionLoader: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct SessionCacheConfig {
     /// Time budget of each strategy call (Vendure: 50 ms). A `get` that takes longer is a miss;
-    /// a `set` or `delete` that takes longer is logged and goes on in the background.
+    /// a `set` or `delete` that takes longer is logged, goes on in the background, and is
+    /// reported as [`SessionCacheError::Pending`] (its outcome is unknown).
     pub budget: Duration,
     /// How long a loaded session may be served from the cache before it is reloaded (Vendure's
     /// `authOptions.sessionCacheTTL`, 300 s by default). Written into `cache_expiry`.
@@ -265,7 +266,8 @@ impl SessionCache {
 
     /// Runs a write on its own task and waits for it up to the budget; a slower write is logged
     /// and left to finish in the background (a cancelled delete could leave a logged-out session
-    /// behind, so writes are never cancelled).
+    /// behind, so writes are never cancelled), and reported as [`SessionCacheError::Pending`]:
+    /// it may still fail, so the caller must not take it as done.
     async fn budgeted_write(
         &self,
         what: &'static str,
@@ -304,13 +306,18 @@ impl SessionCache {
                     budget_ms = self.inner.config.budget.as_millis() as u64,
                     "session cache call exceeded its time budget; it continues in the background"
                 );
-                Ok(())
+                Err(SessionCacheError::Pending {
+                    op: what,
+                    budget: self.inner.config.budget,
+                })
             }
         }
     }
 
     /// Caches a session the application has just created or changed (its `cache_expiry` is set
-    /// from the configured cache TTL). Returns the stored session.
+    /// from the configured cache TTL). Returns the stored session, or
+    /// [`SessionCacheError::Pending`] when the write ran past its budget (it goes on in the
+    /// background; until it lands, the cache may still serve the previous copy).
     pub async fn set(
         &self,
         session: CachedSession,
@@ -326,7 +333,9 @@ impl SessionCache {
         Ok(session)
     }
 
-    /// Removes one session from the cache.
+    /// Removes one session from the cache. `Ok` once the strategy has removed it;
+    /// [`SessionCacheError::Pending`] when the delete ran past its budget (it goes on in the
+    /// background, and may still fail: the session may still be served from the cache).
     pub async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
         validate_token(token)?;
         self.invalidate(token);
@@ -344,7 +353,9 @@ impl SessionCache {
     }
 
     /// Removes every cached session of a user (e.g. after a password change). Returns how many
-    /// tokens were deleted (tokens already absent from the cache included).
+    /// tokens were deleted (tokens already absent from the cache included). Every token is
+    /// tried; if a delete failed or ran past its budget ([`SessionCacheError::Pending`]), the
+    /// first such error is returned instead of the count.
     pub async fn delete_sessions_by_user(&self, user_id: &Id) -> Result<usize, SessionCacheError> {
         let mut tokens = self.index().tokens(IndexKind::User, user_id);
         match self.inner.loader.tokens_by_user(user_id).await {
@@ -357,7 +368,8 @@ impl SessionCache {
     }
 
     /// Removes every cached session whose active order is `order_id` (e.g. after the order is
-    /// placed). Returns how many tokens were deleted (tokens already absent included).
+    /// placed). Returns how many tokens were deleted (tokens already absent included), or the
+    /// first error, as [`delete_sessions_by_user`](Self::delete_sessions_by_user) does.
     pub async fn delete_sessions_by_active_order(
         &self,
         order_id: &Id,

@@ -346,8 +346,11 @@ async fn slow_strategy_calls_respect_the_budget() {
     // A slow get is a miss: the session comes from the loader although it is cached.
     assert_eq!(c.get("t").await.unwrap().unwrap().token, "t");
     assert_eq!(db.loads.load(Ordering::SeqCst), 2);
-    // A slow delete is not cancelled.
-    c.delete("t").await.unwrap();
+    // A slow delete is not cancelled (and says its outcome is unknown).
+    assert!(matches!(
+        c.delete("t").await,
+        Err(SessionCacheError::Pending { op: "delete", .. })
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(slow.inner.get_now("t"), None);
 }
@@ -357,7 +360,10 @@ async fn slow_strategy_calls_respect_the_budget() {
 #[tokio::test(start_paused = true)]
 async fn a_set_past_its_budget_does_not_land_over_a_later_delete() {
     let (slow, c) = Slow::with_cache(true, Arc::new(Db::default()));
-    c.set(session("t", 1)).await.unwrap();
+    let pending = |r: Result<Arc<CachedSession>, SessionCacheError>| {
+        matches!(r, Err(SessionCacheError::Pending { op: "set", .. }))
+    };
+    assert!(pending(c.set(session("t", 1)).await));
     assert_eq!(slow.inner.get_now("t"), None, "the set is still on its way");
     c.delete("t").await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -367,9 +373,53 @@ async fn a_set_past_its_budget_does_not_land_over_a_later_delete() {
         "the logged-out session stays out"
     );
     // A set with no delete after it stays.
-    let kept = c.set(session("t", 1)).await.unwrap();
+    let mut kept = session("t", 1);
+    kept.active_order_id = Some(3.into());
+    assert!(pending(c.set(kept).await));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(slow.inner.get_now("t"), Some(kept));
+    assert_eq!(
+        slow.inner
+            .get_now("t")
+            .and_then(|s| s.active_order_id.clone()),
+        Some(3.into())
+    );
+}
+
+/// A delete that runs past its budget goes on in the background, so its outcome is not known
+/// when the call returns: the caller (a logout) must not be told it succeeded.
+#[tokio::test(start_paused = true)]
+async fn a_write_past_its_budget_reports_its_outcome_unknown() {
+    let (slow, c) = Slow::with_cache(false, Arc::new(Db::default()));
+    slow.inner.set_now(Arc::new(session("t", 1))).unwrap();
+    let r = c.delete("t").await;
+    assert!(
+        matches!(r, Err(SessionCacheError::Pending { op: "delete", budget }) if budget == Duration::from_millis(50)),
+        "a delete past its budget reported {r:?}"
+    );
+    assert!(slow.inner.get_now("t").is_some(), "still on its way");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slow.inner.get_now("t"), None, "and it completed");
+    // The same for a set, and for deletes by user (every token is still tried).
+    let r = c.set(session("u", 7)).await;
+    assert!(
+        matches!(r, Err(SessionCacheError::Pending { op: "set", .. })),
+        "a set past its budget reported {r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(slow.inner.get_now("u").is_some(), "the set landed");
+    let r = c.delete_sessions_by_user(&Id::Int(7)).await;
+    assert!(
+        matches!(r, Err(SessionCacheError::Pending { op: "delete", .. })),
+        "{r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slow.inner.get_now("u"), None);
+    // Within the budget, the same calls succeed.
+    let (fast, c) = Slow::with_cache(true, Arc::new(Db::default()));
+    fast.inner.set_now(Arc::new(session("t", 1))).unwrap();
+    c.delete("t").await.unwrap();
+    assert_eq!(fast.inner.get_now("t"), None);
+    assert_eq!(c.delete_sessions_by_user(&Id::Int(1)).await.unwrap(), 0);
 }
 
 #[tokio::test]
