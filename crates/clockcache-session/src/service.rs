@@ -243,8 +243,8 @@ impl SessionCache {
         self.inner.flights.lock().remove(token);
     }
 
-    fn next_cache_expiry(&self) -> i64 {
-        unix_now().saturating_add(self.inner.config.cache_ttl.as_secs() as i64)
+    fn next_cache_expiry(&self) -> f64 {
+        unix_now().saturating_add(self.inner.config.cache_ttl.as_secs() as i64) as f64
     }
 
     fn index(&self) -> parking_lot::MutexGuard<'_, Index> {

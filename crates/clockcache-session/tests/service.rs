@@ -238,7 +238,7 @@ async fn stale_or_expired_entries_are_reloaded() {
     let (c, store) = cache(db.clone());
     // Cached copy past cache_expiry: reloaded, and stored with a fresh cache_expiry.
     let mut old = session("stale", 1);
-    old.cache_expiry -= 3600;
+    old.cache_expiry -= 3600.0;
     old.active_order_id = Some(1.into());
     store.set_now(Arc::new(old.clone())).unwrap();
     let got = c.get("stale").await.unwrap().unwrap();
@@ -250,7 +250,7 @@ async fn stale_or_expired_entries_are_reloaded() {
     // The database no longer has a session the cache still holds past its cache_expiry: the
     // stale copy is dropped.
     let mut gone = session("gone", 2);
-    gone.cache_expiry -= 3600;
+    gone.cache_expiry -= 3600.0;
     store.set_now(Arc::new(gone)).unwrap();
     assert_eq!(c.get("gone").await.unwrap(), None);
     assert_eq!(store.get_now("gone"), None);

@@ -186,7 +186,7 @@ async fn near_entries_never_outlive_cache_expiry() {
     // Stale for the cache (cache_expiry passed) but the session itself is still valid: Redis
     // keeps it (SessionCache will reload it), the near cache must not hold it.
     let mut s = session("stale", 1);
-    s.cache_expiry -= 3600;
+    s.cache_expiry -= 3600.0;
     a.set(Arc::new(s.clone())).await.unwrap();
     assert!(!a.near_contains("stale"));
     assert_eq!(a.get("stale").await.as_deref(), Some(&s));
