@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo};
 use time::OffsetDateTime;
-use tokio::sync::OnceCell;
 
 use crate::error::SessionCacheError;
 use crate::model::{validate_token, CachedSession};
@@ -245,13 +245,21 @@ pub(crate) async fn clear_namespace<C: ConnectionLike + Send>(
 /// instances. Values are Vendure's JSON, so a Rust service and a Vendure server can share them.
 ///
 /// Built on the `redis` crate's [`ConnectionManager`] (one multiplexed connection that reconnects
-/// on its own). The connection is opened on first use, or by [`init`](SessionCacheStrategy::init).
+/// on its own). The connection is opened on first use, or by [`init`](SessionCacheStrategy::init),
+/// and closed by [`destroy`](SessionCacheStrategy::destroy) (Vendure's `quit()` at shutdown).
 /// Every error (Redis down, timeout, malformed value) is logged through `tracing`; `get`
 /// reports it as a miss.
 pub struct RedisSessionCacheStrategy {
     opts: RedisSessionCacheOptions,
     client: Client,
-    conn: OnceCell<ConnectionManager>,
+    conn: Mutex<Conn>,
+}
+
+/// The connection's state: made on first use, dropped for good by `destroy`.
+enum Conn {
+    NotYet,
+    Open(ConnectionManager),
+    Destroyed,
 }
 
 impl std::fmt::Debug for RedisSessionCacheStrategy {
@@ -275,7 +283,7 @@ impl RedisSessionCacheStrategy {
         Ok(RedisSessionCacheStrategy {
             opts,
             client,
-            conn: OnceCell::new(),
+            conn: Mutex::new(Conn::NotYet),
         })
     }
 
@@ -284,20 +292,27 @@ impl RedisSessionCacheStrategy {
         &self.opts
     }
 
+    /// A handle on the connection (made lazily: it connects on its first command).
     async fn conn(&self) -> Result<ConnectionManager, SessionCacheError> {
-        self.conn
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.opts.connect_timeout))
-                    .set_response_timeout(Some(self.opts.op_timeout))
-                    .set_number_of_retries(2)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                    .map_err(SessionCacheError::from)
-            })
-            .await
-            .cloned()
+        let mut conn = self.conn.lock();
+        match &*conn {
+            Conn::Open(c) => return Ok(c.clone()),
+            Conn::Destroyed => {
+                return Err(SessionCacheError::Backend(
+                    "the Redis session cache strategy was destroyed".into(),
+                ))
+            }
+            Conn::NotYet => {}
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.opts.connect_timeout))
+            .set_response_timeout(Some(self.opts.op_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let c = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        *conn = Conn::Open(c.clone());
+        Ok(c)
     }
 
     fn log<T>(op: &'static str, r: Result<T, SessionCacheError>) -> Result<T, SessionCacheError> {
@@ -323,6 +338,15 @@ impl SessionCacheStrategy for RedisSessionCacheStrategy {
         }
         .await;
         Self::log("init", r)
+    }
+
+    /// Closes the connection (Vendure's `quit()`): the socket closes once the calls in flight,
+    /// which hold their own handle on it, have finished. Every later call fails (or misses, for
+    /// `get`) with an error saying the strategy was destroyed; it never reconnects.
+    async fn destroy(&self) -> Result<(), SessionCacheError> {
+        let old = std::mem::replace(&mut *self.conn.lock(), Conn::Destroyed);
+        drop(old);
+        Ok(())
     }
 
     async fn set(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {

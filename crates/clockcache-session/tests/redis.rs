@@ -397,3 +397,47 @@ async fn rediss_with_a_private_root_certificate() {
     tiered.sync_invalidations().await.unwrap();
     assert_eq!(tiered.get("over-tls").await, None);
 }
+
+/// Connections the server has open now (`CLIENT LIST`, one line each).
+fn clients(raw: &mut redis::Connection) -> usize {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(raw).unwrap();
+    list.lines().count()
+}
+
+/// Vendure calls `destroy` at shutdown (its plugin `quit()`s the client): the connection
+/// closes, and the strategy does not open a new one afterwards.
+#[tokio::test]
+async fn destroy_closes_the_connection() {
+    let Some(server) = RedisServer::start("destroy_closes_the_connection") else {
+        return;
+    };
+    let s = strategy(&server);
+    s.init().await.unwrap();
+    s.set(Arc::new(session("t", 1))).await.unwrap();
+    let mut raw = server.conn();
+    assert_eq!(
+        clients(&mut raw),
+        2,
+        "the strategy's connection and this one"
+    );
+    s.destroy().await.unwrap();
+    let mut polls = 0;
+    while clients(&mut raw) > 1 {
+        polls += 1;
+        assert!(
+            polls < 500,
+            "the strategy's connection is still open after destroy"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = s.set(Arc::new(session("t", 2))).await.unwrap_err();
+    assert!(err.to_string().contains("destroyed"), "{err}");
+    assert_eq!(s.get("t").await, None);
+    assert!(s.delete("t").await.is_err());
+    assert!(s.init().await.is_err());
+    assert_eq!(clients(&mut raw), 1, "nothing reconnected");
+    // Destroying twice is harmless; the session written before is still in Redis.
+    s.destroy().await.unwrap();
+    let kept: Option<String> = raw.get("vendure-session-cache:t").unwrap();
+    assert!(kept.is_some());
+}
