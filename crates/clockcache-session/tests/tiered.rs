@@ -274,7 +274,11 @@ fn versioned(token: &str, version: i64) -> Arc<clockcache_session::CachedSession
     Arc::new(s)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// One instance, getters spinning on a token while it sets the token once: a getter whose GET
+/// was queued ahead of the SET must not fill the older value after the set's own. More workers
+/// than cores (and three getters) make the losing interleaving common enough: on 2 cores, the
+/// code before the fix failed 10 runs out of 10 (1 to 58 trials of 600 stale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_get_racing_the_instances_own_set_never_keeps_the_older_copy() {
     let Some(server) =
         RedisServer::start("a_get_racing_the_instances_own_set_never_keeps_the_older_copy")
@@ -282,13 +286,13 @@ async fn a_get_racing_the_instances_own_set_never_keeps_the_older_copy() {
         return;
     };
     let a = Arc::new(tiered(&server).await);
-    let trials = 200;
+    let trials = 600;
     let mut stale = Vec::new();
     for trial in 0..trials {
         let token = format!("own{trial}");
         a.set(versioned(&token, 0)).await.unwrap();
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let getters: Vec<_> = (0..2)
+        let getters: Vec<_> = (0..3)
             .map(|_| {
                 let (a, token, done) = (a.clone(), token.clone(), done.clone());
                 tokio::spawn(async move {
