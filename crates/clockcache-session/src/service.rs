@@ -190,6 +190,9 @@ impl SessionCache {
 
     async fn load_and_store(&self, token: &str, had_cached: bool) -> LoadResult {
         let before = self.inner.epochs.snapshot(token);
+        // Read before the database is: a set or delete of the token on another instance from
+        // here on changes it, and the write below is refused.
+        let mark = self.timed_mark(token).await;
         let loaded = self
             .inner
             .loader
@@ -228,12 +231,42 @@ impl SessionCache {
             tracing::debug!("a loaded session was invalidated during its load; not cached");
             return Ok(Some(session));
         }
+        let mark = match mark {
+            Mark::NotKept => None,
+            Mark::At(m) => Some(m),
+            Mark::Unknown => {
+                tracing::debug!("the token's write mark could not be read; not cached");
+                return Ok(Some(session));
+            }
+        };
         // A failed cache write must not fail the read: the session comes from the loader. An
         // invalidation that arrives while the write is on its way is checked by the write.
-        if let Err(e) = self.store(session.clone(), before).await {
+        if let Err(e) = self.store(session.clone(), before, mark).await {
             tracing::warn!(error = %e, "could not cache a loaded session");
         }
         Ok(Some(session))
+    }
+
+    /// The strategy's write mark for `token`, within the budget.
+    async fn timed_mark(&self, token: &str) -> Mark {
+        let mut read = std::pin::pin!(self.inner.strategy.write_mark(token));
+        // Strategies that keep no marks answer on the first poll: no timer for them.
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        let r = match first {
+            Poll::Ready(r) => r,
+            Poll::Pending => match tokio::time::timeout(self.inner.config.budget, read).await {
+                Ok(r) => r,
+                Err(_) => Err(SessionCacheError::Timeout(self.inner.config.budget)),
+            },
+        };
+        match r {
+            Ok(None) => Mark::NotKept,
+            Ok(Some(m)) => Mark::At(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read a token's write mark");
+                Mark::Unknown
+            }
+        }
     }
 
     /// Makes every load of `token` in flight leave the cache alone, and later gets start a
@@ -252,15 +285,17 @@ impl SessionCache {
     }
 
     /// Caches `session`, valid as of `since`: if its token is invalidated after that, the write
-    /// takes its copy back out once it has landed (see [`Write::Set`]).
+    /// takes its copy back out once it has landed (see [`Write::Set`]). With a write `mark`,
+    /// the strategy stores it only if the mark has not changed.
     async fn store(
         &self,
         session: Arc<CachedSession>,
         since: Snapshot,
+        mark: Option<u64>,
     ) -> Result<(), SessionCacheError> {
         self.index().record(&session);
         let token = session.token.clone();
-        self.budgeted_write("set", &token, Write::Set(session, since))
+        self.budgeted_write("set", &token, Write::Set(session, since, mark))
             .await
     }
 
@@ -278,9 +313,18 @@ impl SessionCache {
         let task = tokio::spawn(async move {
             let strategy = &inner.strategy;
             match write {
-                Write::Set(s, since) => {
+                Write::Set(s, since, mark) => {
                     let token = s.token.clone();
-                    let r = strategy.set(s).await;
+                    let r = match mark {
+                        None => strategy.set(s).await,
+                        Some(m) => strategy.set_if_mark(s, m).await.map(|stored| {
+                            if !stored {
+                                tracing::debug!(
+                                    "the token was set or deleted elsewhere during its load; not cached"
+                                );
+                            }
+                        }),
+                    };
                     if inner.epochs.changed(&token, since) {
                         // A delete, set or clear came after the copy was valid and may have
                         // reached the strategy before this write did: take the copy back out.
@@ -329,7 +373,7 @@ impl SessionCache {
         let session = Arc::new(session);
         self.invalidate(&session.token);
         let since = self.inner.epochs.snapshot(&session.token);
-        self.store(session.clone(), since).await?;
+        self.store(session.clone(), since, None).await?;
         Ok(session)
     }
 
@@ -492,9 +536,19 @@ impl Drop for FlightGuard<'_> {
 /// A strategy write, run on its own task.
 enum Write {
     /// Caches the session, then deletes it again if its token was invalidated after the
-    /// snapshot: a write that outlives its budget must not land over a later delete.
-    Set(Arc<CachedSession>, Snapshot),
+    /// snapshot: a write that outlives its budget must not land over a later delete. With a
+    /// write mark (a load's write), only if the strategy's mark for the token is unchanged.
+    Set(Arc<CachedSession>, Snapshot, Option<u64>),
     Delete(String),
+}
+
+/// A token's write mark as a load read it.
+enum Mark {
+    /// The strategy keeps none: the load's write is unconditional.
+    NotKept,
+    At(u64),
+    /// It could not be read: the load's result is not cached.
+    Unknown,
 }
 
 #[derive(Clone, Copy)]

@@ -616,6 +616,56 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
         Self::log("get", r).ok().flatten()
     }
 
+    async fn write_mark(&self, token: &str) -> Result<Option<u64>, SessionCacheError> {
+        let r = async {
+            validate_token(token)?;
+            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
+            rs::read_mark(&mut c, &self.inner.opts.redis, token)
+                .await
+                .map(Some)
+        }
+        .await;
+        Self::log("write_mark", r)
+    }
+
+    /// As [`set`](SessionCacheStrategy::set), with the write made conditional on the mark; the
+    /// near cache gets the session only if Redis did.
+    async fn set_if_mark(
+        &self,
+        session: Arc<CachedSession>,
+        mark: u64,
+    ) -> Result<bool, SessionCacheError> {
+        let r = async {
+            validate_token(&session.token)?;
+            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
+            let inner = &self.inner;
+            let token = &session.token;
+            inner.invalidate_local(token);
+            let before = inner.epochs.snapshot(token);
+            let written =
+                rs::write_session_if_mark(&mut c, &inner.opts.redis, &session, mark).await;
+            // As in `set`: the own write refuses older fills, then installs its value.
+            match written {
+                Ok(true) => {
+                    if !inner.fill_own_write(&session, before) {
+                        inner.invalidate_local(token);
+                    }
+                    Ok(true)
+                }
+                Ok(false) => {
+                    inner.invalidate_local(token);
+                    Ok(false)
+                }
+                Err(e) => {
+                    inner.invalidate_local(token);
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        Self::log("set_if_mark", r)
+    }
+
     async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
         let r = async {
             validate_token(token)?;

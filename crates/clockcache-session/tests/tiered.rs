@@ -370,3 +370,19 @@ async fn concurrent_sets_on_two_instances_leave_no_stale_copy() {
         &stale[..stale.len().min(10)]
     );
 }
+
+/// The same over tiered strategies (the load's write goes through A's near cache too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_another_instance_during_a_load_is_not_undone() {
+    let Some(server) =
+        RedisServer::start("tiered_a_logout_on_another_instance_during_a_load_is_not_undone")
+    else {
+        return;
+    };
+    common::logout_elsewhere_during_a_load(
+        &server,
+        Arc::new(tiered(&server).await),
+        Arc::new(tiered(&server).await),
+    )
+    .await;
+}
