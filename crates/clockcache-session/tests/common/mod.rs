@@ -361,6 +361,11 @@ pub async fn logout_elsewhere_during_a_load(
     // The logout on B: database first, then the cache.
     db.lock().unwrap().remove("t");
     on_b.delete("t").await.unwrap();
+    // The delete bumped the token's write mark, which expires an hour after its last bump.
+    let mark: Option<u64> = raw.get("vendure-session-cache-write-mark:t").unwrap();
+    assert!(mark.is_some_and(|m| m > 0), "{mark:?}");
+    let pttl: i64 = raw.pttl("vendure-session-cache-write-mark:t").unwrap();
+    assert!((1..=3_600_000).contains(&pttl), "{pttl}");
     gate.add_permits(1);
     let answered = load.await.unwrap().unwrap();
     assert_eq!(
