@@ -153,7 +153,7 @@ impl World {
             Duration::from_secs(86_400),
         );
         if s.stale {
-            c.cache_expiry = 0;
+            c.cache_expiry = 0.0;
         }
         c.active_order_id = s.order.map(|o| Id::Int(i64::from(o)));
         c.user = s.user.map(|u| CachedSessionUser {
@@ -213,7 +213,8 @@ fn assert_stored(got: &CachedSession, want: &CachedSession, before: i64, after: 
     normalized.cache_expiry = want.cache_expiry;
     assert_eq!(&normalized, want, "{what}: stored session differs");
     assert!(
-        (before + CACHE_TTL_SECS..=after + CACHE_TTL_SECS).contains(&got.cache_expiry),
+        ((before + CACHE_TTL_SECS) as f64..=(after + CACHE_TTL_SECS) as f64)
+            .contains(&got.cache_expiry),
         "{what}: cache_expiry {} not {CACHE_TTL_SECS} s from now ({before}..={after})",
         got.cache_expiry
     );

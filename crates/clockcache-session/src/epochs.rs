@@ -66,6 +66,28 @@ impl Epochs {
     pub(crate) fn changed(&self, token: &str, before: Snapshot) -> bool {
         self.snapshot(token) != before
     }
+
+    /// Invalidates `token` (as [`invalidate`](Self::invalidate)) only if nothing invalidated it,
+    /// or everything, since `before` was taken, and returns the epochs it now has. `None`: an
+    /// invalidation came in between (or a token sharing the slot was invalidated), and nothing
+    /// was changed.
+    ///
+    /// A writer calls it once its write has landed: every read whose snapshot is older than the
+    /// completed write then finds its snapshot changed, while the writer keeps a snapshot that
+    /// still reports every invalidation arriving after `before`.
+    pub(crate) fn advance(&self, token: &str, before: Snapshot) -> Option<Snapshot> {
+        let slot = self.slot(token);
+        let next = before.slot.wrapping_add(1);
+        slot.compare_exchange(before.slot, next, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()?;
+        let now = Snapshot {
+            flush: before.flush,
+            slot: next,
+        };
+        // A flush since `before` leaves the slot alone: the caller's check against `now` sees
+        // it, as it sees any flush from here on.
+        (self.flush.load(Ordering::SeqCst) == before.flush).then_some(now)
+    }
 }
 
 #[cfg(test)]
@@ -90,5 +112,23 @@ mod tests {
             .unwrap();
         e.invalidate(&other);
         assert!(!e.changed("a", a));
+    }
+
+    #[test]
+    fn advance_succeeds_only_when_nothing_came_in_between() {
+        let e = Epochs::new(256);
+        let before = e.snapshot("a");
+        let after = e.advance("a", before).expect("nothing in between");
+        // Reads that snapshotted before the advance see a change; the advancer's own does not.
+        assert!(e.changed("a", before));
+        assert!(!e.changed("a", after));
+        // An invalidation since the snapshot: refused, nothing changed.
+        e.invalidate("a");
+        let now = e.snapshot("a");
+        assert_eq!(e.advance("a", after), None);
+        assert_eq!(e.snapshot("a"), now);
+        // A flush since the snapshot: refused.
+        e.invalidate_all();
+        assert_eq!(e.advance("a", now), None);
     }
 }

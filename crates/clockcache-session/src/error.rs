@@ -21,6 +21,16 @@ pub enum SessionCacheError {
     Backend(String),
     /// The call did not finish within its time budget.
     Timeout(Duration),
+    /// A [`SessionCache`](crate::SessionCache) write (`set` or `delete`) did not finish within
+    /// its time budget. It was not cancelled: it goes on in the background and may still
+    /// succeed or fail, so whether the cache holds the change is unknown. For a delete (a
+    /// logout) that means the session may still be served from the cache.
+    Pending {
+        /// `"set"` or `"delete"`.
+        op: &'static str,
+        /// The budget it ran past.
+        budget: Duration,
+    },
     /// The [`SessionLoader`](crate::SessionLoader) failed.
     Loader(Arc<dyn std::error::Error + Send + Sync>),
     /// A configuration value is invalid (e.g. a malformed Redis URL).
@@ -41,6 +51,12 @@ impl fmt::Display for SessionCacheError {
                     d.as_millis()
                 )
             }
+            SessionCacheError::Pending { op, budget } => write!(
+                f,
+                "session cache {op} did not finish within its {} ms budget; it goes on in the \
+                 background and its outcome is unknown",
+                budget.as_millis()
+            ),
             SessionCacheError::Loader(e) => write!(f, "session loader failed: {e}"),
             SessionCacheError::Config(m) => write!(f, "invalid session cache configuration: {m}"),
         }

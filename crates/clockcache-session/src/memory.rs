@@ -49,7 +49,9 @@ pub struct InMemoryOptions {
     /// (memorystore `checkPeriod`). Pruning never changes recency. Default: off.
     pub check_period: Option<Duration>,
     /// Called when a session leaves the cache (evicted, expired, deleted or cleared; not when it
-    /// is replaced by a newer copy). memorystore `dispose`.
+    /// is replaced by a newer copy). memorystore `dispose`. In `stale` mode a session removed
+    /// past its deadline (a stale read, a prune, or a delete of an expired entry) is reported
+    /// as [`RemovalCause::Expired`].
     pub dispose: Option<DisposeFn>,
     /// Return an expired session once, removing it (memorystore `stale`). Expired entries then
     /// stay until read, pruned or evicted. Default false.
@@ -288,10 +290,19 @@ impl InMemorySessionCacheStrategy {
             None => Arc::new(SystemClock),
         };
         if let Some(dispose) = opts.dispose.clone() {
+            let (stale, clock) = (opts.stale, clock.clone());
             builder = builder.eviction_listener(move |k: &String, e: &Entry, cause| {
-                if !matches!(cause, RemovalCause::Replaced) {
-                    dispose(k, &e.session, cause);
-                }
+                let cause = match cause {
+                    RemovalCause::Replaced => return,
+                    // Stale mode keeps deadlines itself (no engine TTL), and removes what is
+                    // past them with `remove_if` or `retain`, which the engine reports as
+                    // `Removed`: an entry that left past its deadline expired.
+                    RemovalCause::Removed if stale && e.deadline <= clock.now_nanos() => {
+                        RemovalCause::Expired
+                    }
+                    other => other,
+                };
+                dispose(k, &e.session, cause);
             });
         }
         let core = Core {

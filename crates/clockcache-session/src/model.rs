@@ -140,16 +140,22 @@ pub struct CachedSessionUser {
 /// A session as it is held in the cache (Vendure's `CachedSession`).
 ///
 /// JSON encoding matches `JSON.stringify` of the object Vendure's `SessionService.serializeSession`
-/// builds: the keys in the same order, `cacheExpiry` in Unix seconds, `expires` as
+/// builds: the keys in the same order, `cacheExpiry` in Unix seconds (an integer when it is
+/// whole, otherwise the fraction Node wrote, kept as written), `expires` as
 /// `Date.prototype.toISOString()` writes it (`2026-11-22T10:16:13.000Z`), `activeOrderId` and
 /// `activeChannelId` always present (`null` when unset, as they come from the database), and
 /// `authenticationStrategy` and `user` left out for anonymous sessions. Decoding also accepts
 /// absent IDs, `expires` with any RFC 3339 offset or precision, or as epoch milliseconds, and
 /// ignores unknown keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Not `Eq`: `cache_expiry` is a float, as in JavaScript.
+#[derive(Clone, Debug, PartialEq)]
 pub struct CachedSession {
-    /// When the cached copy must be refreshed from the database, in Unix seconds.
-    pub cache_expiry: i64,
+    /// When the cached copy must be refreshed from the database, in Unix seconds. Node writes
+    /// `Date.now() / 1000 + ttl`, a fraction; it is kept exactly as written, so a Vendure
+    /// server reading back what this crate re-encoded sees its own value. Must be finite
+    /// (decoding rejects anything else; an encoder given NaN writes `null`).
+    pub cache_expiry: f64,
     /// The session ID.
     pub id: Id,
     /// The session token (the cache key).
@@ -179,7 +185,7 @@ impl CachedSession {
         cache_ttl: std::time::Duration,
     ) -> Self {
         CachedSession {
-            cache_expiry: unix_now().saturating_add(cache_ttl.as_secs() as i64),
+            cache_expiry: unix_now().saturating_add(cache_ttl.as_secs() as i64) as f64,
             id: id.into(),
             token: token.into(),
             expires: truncate_to_millis(expires),
@@ -208,12 +214,21 @@ impl CachedSession {
 
     /// `true` when `now_unix_secs` is past `cache_expiry` (Vendure: `cacheExpiry < now / 1000`).
     pub fn is_cache_stale_at(&self, now_unix_secs: i64) -> bool {
-        self.cache_expiry < now_unix_secs
+        self.cache_expiry < now_unix_secs as f64
     }
 
-    /// `true` when the cached copy must not be served at `now`: past `cache_expiry` or `expires`.
+    /// `true` when the cached copy must not be served at `now`: past `cache_expiry` (compared
+    /// with `now` to the nanosecond, as Vendure compares it with `Date.now() / 1000`) or at or
+    /// past `expires`.
     pub fn is_unusable_at(&self, now: OffsetDateTime) -> bool {
-        self.is_expired_at(now) || self.is_cache_stale_at(now.unix_timestamp())
+        self.is_expired_at(now) || self.cache_expiry_at() < now
+    }
+
+    /// `cache_expiry` as a date (the Unix epoch when it is out of range).
+    fn cache_expiry_at(&self) -> OffsetDateTime {
+        // Nanoseconds as a float: within a microsecond for any date Node can write.
+        OffsetDateTime::from_unix_timestamp_nanos((self.cache_expiry * 1e9) as i128)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// Time left before the session expires, `None` when it already has.
@@ -225,10 +240,7 @@ impl CachedSession {
     /// A cache entry must never live longer than this.
     pub fn remaining_cache_life(&self, now: OffsetDateTime) -> Option<std::time::Duration> {
         let to_expires = self.expires - now;
-        let cache_expiry = OffsetDateTime::from_unix_timestamp(self.cache_expiry)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        // `cacheExpiry < now` is the stale test, so the entry is still good during that second.
-        let to_cache_expiry = cache_expiry + Duration::SECOND - now;
+        let to_cache_expiry = self.cache_expiry_at() - now;
         positive(to_expires.min(to_cache_expiry))
     }
 }
@@ -361,31 +373,50 @@ impl<'de> Deserialize<'de> for Expires {
     }
 }
 
-struct CacheExpiry(i64);
+/// Beyond 2^53 a float no longer holds every integer: JavaScript's `Number.MAX_SAFE_INTEGER`.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+struct CacheExpiry(f64);
 
 impl<'de> Deserialize<'de> for CacheExpiry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl Visitor<'_> for V {
-            type Value = i64;
+            type Value = f64;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("Unix seconds as a number")
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
-                Ok(v)
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+                self.visit_f64(v as f64)
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
-                i64::try_from(v).map_err(|_| E::custom("`cacheExpiry` is out of range"))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+                self.visit_f64(v as f64)
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
-                if v.is_finite() && v.abs() < 9e15 {
-                    Ok(v.floor() as i64)
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+                // Kept as written (not floored): re-encoding gives Node's number back.
+                if v.is_finite() && v.abs() <= MAX_SAFE_INTEGER {
+                    Ok(v)
                 } else {
                     Err(E::custom("`cacheExpiry` is out of range"))
                 }
             }
         }
         d.deserialize_any(V).map(CacheExpiry)
+    }
+}
+
+/// Writes `cacheExpiry` as `JSON.stringify` writes a number: whole values without a fraction
+/// (`1795342573`, not `1795342573.0`), others in the shortest form that reads back the same.
+struct CacheExpiryOut(f64);
+
+impl Serialize for CacheExpiryOut {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v = self.0;
+        if v.fract() == 0.0 && v.abs() <= MAX_SAFE_INTEGER {
+            s.serialize_i64(v as i64)
+        } else {
+            s.serialize_f64(v)
+        }
     }
 }
 
@@ -396,7 +427,7 @@ impl Serialize for CachedSession {
             + usize::from(self.user.is_some())
             + usize::from(self.data.is_some());
         let mut st = s.serialize_struct("CachedSession", n)?;
-        st.serialize_field("cacheExpiry", &self.cache_expiry)?;
+        st.serialize_field("cacheExpiry", &CacheExpiryOut(self.cache_expiry))?;
         st.serialize_field("id", &self.id)?;
         st.serialize_field("token", &self.token)?;
         st.serialize_field("expires", &to_iso_string(self.expires))?;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo};
 use time::OffsetDateTime;
-use tokio::sync::OnceCell;
 
 use crate::error::SessionCacheError;
 use crate::model::{validate_token, CachedSession};
@@ -163,7 +163,39 @@ pub(crate) fn decode(token: &str, raw: &[u8]) -> Option<CachedSession> {
     }
 }
 
-/// Writes a session with a TTL of its remaining lifetime (an expired session is removed).
+/// How long a token's write mark lives after its last bump: far longer than any load.
+const WRITE_MARK_TTL_MS: u64 = 3_600_000;
+
+/// The key of a token's write mark: a counter that every `set` and `delete` through this crate
+/// bumps, in the same transaction as the write. A load reads it before it reads the database,
+/// and its write is made conditional on it (see [`write_session_if_mark`]). Outside the
+/// `{namespace}:` prefix, so that tracking, `clear` and Vendure never see it.
+fn mark_key(namespace: &str, token: &str) -> String {
+    format!("{namespace}-write-mark:{token}")
+}
+
+fn bump_mark(pipe: &mut redis::Pipeline, opts: &RedisSessionCacheOptions, token: &str) {
+    let m = mark_key(&opts.namespace, token);
+    pipe.cmd("INCR")
+        .arg(&m)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(&m)
+        .arg(WRITE_MARK_TTL_MS)
+        .ignore();
+}
+
+/// The session's value and Redis TTL in milliseconds; `None` when it has no lifetime left.
+fn encode_for_redis(session: &CachedSession) -> Result<Option<(String, u64)>, SessionCacheError> {
+    let Some(ttl) = session.remaining_lifetime(OffsetDateTime::now_utc()) else {
+        return Ok(None);
+    };
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    Ok(Some((session.to_json()?, ms)))
+}
+
+/// Writes a session with a TTL of its remaining lifetime (an expired session is removed), and
+/// bumps the token's write mark in the same transaction.
 pub(crate) async fn write_session<C: ConnectionLike + Send>(
     conn: &mut C,
     opts: &RedisSessionCacheOptions,
@@ -171,18 +203,59 @@ pub(crate) async fn write_session<C: ConnectionLike + Send>(
 ) -> Result<(), SessionCacheError> {
     validate_token(&session.token)?;
     let k = key(&opts.namespace, &session.token);
-    let Some(ttl) = session.remaining_lifetime(OffsetDateTime::now_utc()) else {
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(&k);
-        return timed(opts.op_timeout, cmd.query_async::<i64>(conn))
-            .await
-            .map(drop);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    match encode_for_redis(session)? {
+        None => pipe.cmd("UNLINK").arg(&k).ignore(),
+        Some((json, ms)) => pipe.cmd("SET").arg(&k).arg(json).arg("PX").arg(ms).ignore(),
     };
-    let json = session.to_json()?;
-    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(&k).arg(json).arg("PX").arg(ms);
-    timed(opts.op_timeout, cmd.query_async::<()>(conn)).await
+    bump_mark(&mut pipe, opts, &session.token);
+    timed(opts.op_timeout, pipe.query_async::<()>(conn)).await
+}
+
+/// The token's write mark now (0 when it has none).
+pub(crate) async fn read_mark<C: ConnectionLike + Send>(
+    conn: &mut C,
+    opts: &RedisSessionCacheOptions,
+    token: &str,
+) -> Result<u64, SessionCacheError> {
+    validate_token(token)?;
+    let mut cmd = redis::cmd("GET");
+    cmd.arg(mark_key(&opts.namespace, token));
+    let mark: Option<u64> = timed(opts.op_timeout, cmd.query_async(conn)).await?;
+    Ok(mark.unwrap_or(0))
+}
+
+/// Compares the mark and writes in one step (a script runs atomically in Redis).
+const SET_IF_MARK: &str = "\
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1";
+
+/// Writes a session (as [`write_session`], without bumping the mark) only if the token's write
+/// mark is still `mark`: no `set` or `delete` of the token through this crate, on any
+/// instance, since `mark` was read. Returns whether it wrote; a session with no lifetime left
+/// is not written.
+pub(crate) async fn write_session_if_mark<C: ConnectionLike + Send>(
+    conn: &mut C,
+    opts: &RedisSessionCacheOptions,
+    session: &CachedSession,
+    mark: u64,
+) -> Result<bool, SessionCacheError> {
+    validate_token(&session.token)?;
+    let Some((json, ms)) = encode_for_redis(session)? else {
+        return Ok(false);
+    };
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(SET_IF_MARK)
+        .arg(2)
+        .arg(key(&opts.namespace, &session.token))
+        .arg(mark_key(&opts.namespace, &session.token))
+        .arg(json)
+        .arg(mark)
+        .arg(ms);
+    let wrote: i64 = timed(opts.op_timeout, cmd.query_async(conn)).await?;
+    Ok(wrote == 1)
 }
 
 /// Reads and decodes a session (`Ok(None)` when absent, malformed or expired).
@@ -199,16 +272,19 @@ pub(crate) async fn read_session<C: ConnectionLike + Send>(
         .filter(|s| !s.is_expired_at(OffsetDateTime::now_utc())))
 }
 
+/// Removes a session, and bumps the token's write mark in the same transaction.
 pub(crate) async fn unlink<C: ConnectionLike + Send>(
     conn: &mut C,
     opts: &RedisSessionCacheOptions,
     token: &str,
 ) -> Result<(), SessionCacheError> {
-    let mut cmd = redis::cmd("UNLINK");
-    cmd.arg(key(&opts.namespace, token));
-    timed(opts.op_timeout, cmd.query_async::<i64>(conn))
-        .await
-        .map(drop)
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("UNLINK")
+        .arg(key(&opts.namespace, token))
+        .ignore();
+    bump_mark(&mut pipe, opts, token);
+    timed(opts.op_timeout, pipe.query_async::<()>(conn)).await
 }
 
 /// Removes every key of the namespace with `SCAN` + `UNLINK` in batches: Redis stays
@@ -245,13 +321,21 @@ pub(crate) async fn clear_namespace<C: ConnectionLike + Send>(
 /// instances. Values are Vendure's JSON, so a Rust service and a Vendure server can share them.
 ///
 /// Built on the `redis` crate's [`ConnectionManager`] (one multiplexed connection that reconnects
-/// on its own). The connection is opened on first use, or by [`init`](SessionCacheStrategy::init).
+/// on its own). The connection is opened on first use, or by [`init`](SessionCacheStrategy::init),
+/// and closed by [`destroy`](SessionCacheStrategy::destroy) (Vendure's `quit()` at shutdown).
 /// Every error (Redis down, timeout, malformed value) is logged through `tracing`; `get`
 /// reports it as a miss.
 pub struct RedisSessionCacheStrategy {
     opts: RedisSessionCacheOptions,
     client: Client,
-    conn: OnceCell<ConnectionManager>,
+    conn: Mutex<Conn>,
+}
+
+/// The connection's state: made on first use, dropped for good by `destroy`.
+enum Conn {
+    NotYet,
+    Open(ConnectionManager),
+    Destroyed,
 }
 
 impl std::fmt::Debug for RedisSessionCacheStrategy {
@@ -275,7 +359,7 @@ impl RedisSessionCacheStrategy {
         Ok(RedisSessionCacheStrategy {
             opts,
             client,
-            conn: OnceCell::new(),
+            conn: Mutex::new(Conn::NotYet),
         })
     }
 
@@ -284,20 +368,27 @@ impl RedisSessionCacheStrategy {
         &self.opts
     }
 
+    /// A handle on the connection (made lazily: it connects on its first command).
     async fn conn(&self) -> Result<ConnectionManager, SessionCacheError> {
-        self.conn
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.opts.connect_timeout))
-                    .set_response_timeout(Some(self.opts.op_timeout))
-                    .set_number_of_retries(2)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                    .map_err(SessionCacheError::from)
-            })
-            .await
-            .cloned()
+        let mut conn = self.conn.lock();
+        match &*conn {
+            Conn::Open(c) => return Ok(c.clone()),
+            Conn::Destroyed => {
+                return Err(SessionCacheError::Backend(
+                    "the Redis session cache strategy was destroyed".into(),
+                ))
+            }
+            Conn::NotYet => {}
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.opts.connect_timeout))
+            .set_response_timeout(Some(self.opts.op_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let c = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        *conn = Conn::Open(c.clone());
+        Ok(c)
     }
 
     fn log<T>(op: &'static str, r: Result<T, SessionCacheError>) -> Result<T, SessionCacheError> {
@@ -325,6 +416,15 @@ impl SessionCacheStrategy for RedisSessionCacheStrategy {
         Self::log("init", r)
     }
 
+    /// Closes the connection (Vendure's `quit()`): the socket closes once the calls in flight,
+    /// which hold their own handle on it, have finished. Every later call fails (or misses, for
+    /// `get`) with an error saying the strategy was destroyed; it never reconnects.
+    async fn destroy(&self) -> Result<(), SessionCacheError> {
+        let old = std::mem::replace(&mut *self.conn.lock(), Conn::Destroyed);
+        drop(old);
+        Ok(())
+    }
+
     async fn set(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {
         let r = async {
             validate_token(&session.token)?;
@@ -343,6 +443,28 @@ impl SessionCacheStrategy for RedisSessionCacheStrategy {
         }
         .await;
         Self::log("get", r).ok().flatten().map(Arc::new)
+    }
+
+    async fn write_mark(&self, token: &str) -> Result<Option<u64>, SessionCacheError> {
+        let r = async {
+            let mut c = self.conn().await?;
+            read_mark(&mut c, &self.opts, token).await.map(Some)
+        }
+        .await;
+        Self::log("write_mark", r)
+    }
+
+    async fn set_if_mark(
+        &self,
+        session: Arc<CachedSession>,
+        mark: u64,
+    ) -> Result<bool, SessionCacheError> {
+        let r = async {
+            let mut c = self.conn().await?;
+            write_session_if_mark(&mut c, &self.opts, &session, mark).await
+        }
+        .await;
+        Self::log("set_if_mark", r)
     }
 
     async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {

@@ -44,7 +44,8 @@ pub trait SessionLoader: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct SessionCacheConfig {
     /// Time budget of each strategy call (Vendure: 50 ms). A `get` that takes longer is a miss;
-    /// a `set` or `delete` that takes longer is logged and goes on in the background.
+    /// a `set` or `delete` that takes longer is logged, goes on in the background, and is
+    /// reported as [`SessionCacheError::Pending`] (its outcome is unknown).
     pub budget: Duration,
     /// How long a loaded session may be served from the cache before it is reloaded (Vendure's
     /// `authOptions.sessionCacheTTL`, 300 s by default). Written into `cache_expiry`.
@@ -172,19 +173,26 @@ impl SessionCache {
             let mut flights = self.inner.flights.lock();
             flights.entry(token.to_owned()).or_default().clone()
         };
-        let result = cell
-            .get_or_init(|| self.load_and_store(token, had_cached))
+        // Leaves the map whether this call completes or is dropped mid-load (tokens are chosen
+        // by clients: an entry left behind by every cancelled get would grow without bound).
+        let guard = FlightGuard {
+            inner: &self.inner,
+            token,
+            cell: Some(cell),
+        };
+        let cell = guard.cell.as_ref().expect("set above");
+        // If the caller running the load is dropped, `OnceCell` lets one of the waiters run its
+        // own load instead; they never wait on a load nobody runs.
+        cell.get_or_init(|| self.load_and_store(token, had_cached))
             .await
-            .clone();
-        let mut flights = self.inner.flights.lock();
-        if flights.get(token).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            flights.remove(token);
-        }
-        result
+            .clone()
     }
 
     async fn load_and_store(&self, token: &str, had_cached: bool) -> LoadResult {
         let before = self.inner.epochs.snapshot(token);
+        // Read before the database is: a set or delete of the token on another instance from
+        // here on changes it, and the write below is refused.
+        let mark = self.timed_mark(token).await;
         let loaded = self
             .inner
             .loader
@@ -223,12 +231,42 @@ impl SessionCache {
             tracing::debug!("a loaded session was invalidated during its load; not cached");
             return Ok(Some(session));
         }
+        let mark = match mark {
+            Mark::NotKept => None,
+            Mark::At(m) => Some(m),
+            Mark::Unknown => {
+                tracing::debug!("the token's write mark could not be read; not cached");
+                return Ok(Some(session));
+            }
+        };
         // A failed cache write must not fail the read: the session comes from the loader. An
         // invalidation that arrives while the write is on its way is checked by the write.
-        if let Err(e) = self.store(session.clone(), before).await {
+        if let Err(e) = self.store(session.clone(), before, mark).await {
             tracing::warn!(error = %e, "could not cache a loaded session");
         }
         Ok(Some(session))
+    }
+
+    /// The strategy's write mark for `token`, within the budget.
+    async fn timed_mark(&self, token: &str) -> Mark {
+        let mut read = std::pin::pin!(self.inner.strategy.write_mark(token));
+        // Strategies that keep no marks answer on the first poll: no timer for them.
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        let r = match first {
+            Poll::Ready(r) => r,
+            Poll::Pending => match tokio::time::timeout(self.inner.config.budget, read).await {
+                Ok(r) => r,
+                Err(_) => Err(SessionCacheError::Timeout(self.inner.config.budget)),
+            },
+        };
+        match r {
+            Ok(None) => Mark::NotKept,
+            Ok(Some(m)) => Mark::At(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read a token's write mark");
+                Mark::Unknown
+            }
+        }
     }
 
     /// Makes every load of `token` in flight leave the cache alone, and later gets start a
@@ -238,8 +276,8 @@ impl SessionCache {
         self.inner.flights.lock().remove(token);
     }
 
-    fn next_cache_expiry(&self) -> i64 {
-        unix_now().saturating_add(self.inner.config.cache_ttl.as_secs() as i64)
+    fn next_cache_expiry(&self) -> f64 {
+        unix_now().saturating_add(self.inner.config.cache_ttl.as_secs() as i64) as f64
     }
 
     fn index(&self) -> parking_lot::MutexGuard<'_, Index> {
@@ -247,21 +285,24 @@ impl SessionCache {
     }
 
     /// Caches `session`, valid as of `since`: if its token is invalidated after that, the write
-    /// takes its copy back out once it has landed (see [`Write::Set`]).
+    /// takes its copy back out once it has landed (see [`Write::Set`]). With a write `mark`,
+    /// the strategy stores it only if the mark has not changed.
     async fn store(
         &self,
         session: Arc<CachedSession>,
         since: Snapshot,
+        mark: Option<u64>,
     ) -> Result<(), SessionCacheError> {
         self.index().record(&session);
         let token = session.token.clone();
-        self.budgeted_write("set", &token, Write::Set(session, since))
+        self.budgeted_write("set", &token, Write::Set(session, since, mark))
             .await
     }
 
     /// Runs a write on its own task and waits for it up to the budget; a slower write is logged
     /// and left to finish in the background (a cancelled delete could leave a logged-out session
-    /// behind, so writes are never cancelled).
+    /// behind, so writes are never cancelled), and reported as [`SessionCacheError::Pending`]:
+    /// it may still fail, so the caller must not take it as done.
     async fn budgeted_write(
         &self,
         what: &'static str,
@@ -272,9 +313,18 @@ impl SessionCache {
         let task = tokio::spawn(async move {
             let strategy = &inner.strategy;
             match write {
-                Write::Set(s, since) => {
+                Write::Set(s, since, mark) => {
                     let token = s.token.clone();
-                    let r = strategy.set(s).await;
+                    let r = match mark {
+                        None => strategy.set(s).await,
+                        Some(m) => strategy.set_if_mark(s, m).await.map(|stored| {
+                            if !stored {
+                                tracing::debug!(
+                                    "the token was set or deleted elsewhere during its load; not cached"
+                                );
+                            }
+                        }),
+                    };
                     if inner.epochs.changed(&token, since) {
                         // A delete, set or clear came after the copy was valid and may have
                         // reached the strategy before this write did: take the copy back out.
@@ -300,13 +350,18 @@ impl SessionCache {
                     budget_ms = self.inner.config.budget.as_millis() as u64,
                     "session cache call exceeded its time budget; it continues in the background"
                 );
-                Ok(())
+                Err(SessionCacheError::Pending {
+                    op: what,
+                    budget: self.inner.config.budget,
+                })
             }
         }
     }
 
     /// Caches a session the application has just created or changed (its `cache_expiry` is set
-    /// from the configured cache TTL). Returns the stored session.
+    /// from the configured cache TTL). Returns the stored session, or
+    /// [`SessionCacheError::Pending`] when the write ran past its budget (it goes on in the
+    /// background; until it lands, the cache may still serve the previous copy).
     pub async fn set(
         &self,
         session: CachedSession,
@@ -318,11 +373,13 @@ impl SessionCache {
         let session = Arc::new(session);
         self.invalidate(&session.token);
         let since = self.inner.epochs.snapshot(&session.token);
-        self.store(session.clone(), since).await?;
+        self.store(session.clone(), since, None).await?;
         Ok(session)
     }
 
-    /// Removes one session from the cache.
+    /// Removes one session from the cache. `Ok` once the strategy has removed it;
+    /// [`SessionCacheError::Pending`] when the delete ran past its budget (it goes on in the
+    /// background, and may still fail: the session may still be served from the cache).
     pub async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
         validate_token(token)?;
         self.invalidate(token);
@@ -340,7 +397,9 @@ impl SessionCache {
     }
 
     /// Removes every cached session of a user (e.g. after a password change). Returns how many
-    /// tokens were deleted (tokens already absent from the cache included).
+    /// tokens were deleted (tokens already absent from the cache included). Every token is
+    /// tried; if a delete failed or ran past its budget ([`SessionCacheError::Pending`]), the
+    /// first such error is returned instead of the count.
     pub async fn delete_sessions_by_user(&self, user_id: &Id) -> Result<usize, SessionCacheError> {
         let mut tokens = self.index().tokens(IndexKind::User, user_id);
         match self.inner.loader.tokens_by_user(user_id).await {
@@ -353,7 +412,8 @@ impl SessionCache {
     }
 
     /// Removes every cached session whose active order is `order_id` (e.g. after the order is
-    /// placed). Returns how many tokens were deleted (tokens already absent included).
+    /// placed). Returns how many tokens were deleted (tokens already absent included), or the
+    /// first error, as [`delete_sessions_by_user`](Self::delete_sessions_by_user) does.
     pub async fn delete_sessions_by_active_order(
         &self,
         order_id: &Id,
@@ -437,14 +497,58 @@ impl SessionCache {
     pub fn indexed_sessions(&self) -> usize {
         self.index().by_token.len()
     }
+
+    /// Number of tokens with a load in flight (the single-flight map): 0 whenever no `get` is
+    /// loading.
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner.flights.lock().len()
+    }
+}
+
+/// One participant of a single flight. On drop (the get finished, or was cancelled), removes
+/// the token's entry if it is still this flight's and either the load is done or no other
+/// participant remains to run it; a waiter still there keeps the entry, takes the load over,
+/// and removes the entry when it drops in turn.
+struct FlightGuard<'a> {
+    inner: &'a Inner,
+    token: &'a str,
+    cell: Option<Arc<OnceCell<LoadResult>>>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let Some(cell) = self.cell.take() else {
+            return;
+        };
+        let mut flights = self.inner.flights.lock();
+        // Participants clone the cell under this lock, and drop their clone under it (below):
+        // the count cannot change while it is read. 2: the map's and this one.
+        let ours = flights
+            .get(self.token)
+            .is_some_and(|c| Arc::ptr_eq(c, &cell));
+        if ours && (cell.initialized() || Arc::strong_count(&cell) == 2) {
+            flights.remove(self.token);
+        }
+        drop(cell);
+    }
 }
 
 /// A strategy write, run on its own task.
 enum Write {
     /// Caches the session, then deletes it again if its token was invalidated after the
-    /// snapshot: a write that outlives its budget must not land over a later delete.
-    Set(Arc<CachedSession>, Snapshot),
+    /// snapshot: a write that outlives its budget must not land over a later delete. With a
+    /// write mark (a load's write), only if the strategy's mark for the token is unchanged.
+    Set(Arc<CachedSession>, Snapshot, Option<u64>),
     Delete(String),
+}
+
+/// A token's write mark as a load read it.
+enum Mark {
+    /// The strategy keeps none: the load's write is unconditional.
+    NotKept,
+    At(u64),
+    /// It could not be read: the load's result is not cached.
+    Unknown,
 }
 
 #[derive(Clone, Copy)]

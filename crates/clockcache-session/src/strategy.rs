@@ -44,6 +44,28 @@ pub trait SessionCacheStrategy: Send + Sync + 'static {
 
     /// Removes every session of this cache.
     async fn clear(&self) -> Result<(), SessionCacheError>;
+
+    /// For a store shared by several instances: the token's write mark, a number that changes
+    /// with every [`set`](Self::set) and [`delete`](Self::delete) of the token made through a
+    /// strategy of this crate, on any instance. [`SessionCache`](crate::SessionCache) reads it
+    /// before a load reads the database, and stores what the load read with
+    /// [`set_if_mark`](Self::set_if_mark), so that a logout on another instance during the load
+    /// is not undone. Default `Ok(None)`: the store keeps no marks (in-process stores, where
+    /// the cache's own in-process checks suffice).
+    async fn write_mark(&self, _token: &str) -> Result<Option<u64>, SessionCacheError> {
+        Ok(None)
+    }
+
+    /// Stores the session only if the token's write mark is still `mark` (no `set` or `delete`
+    /// of it since `mark` was read by [`write_mark`](Self::write_mark)), in one step. Returns
+    /// whether it stored. Default: [`set`](Self::set), then `Ok(true)`.
+    async fn set_if_mark(
+        &self,
+        session: Arc<CachedSession>,
+        _mark: u64,
+    ) -> Result<bool, SessionCacheError> {
+        self.set(session).await.map(|()| true)
+    }
 }
 
 #[async_trait]
@@ -65,5 +87,15 @@ impl<S: SessionCacheStrategy + ?Sized> SessionCacheStrategy for Arc<S> {
     }
     async fn clear(&self) -> Result<(), SessionCacheError> {
         (**self).clear().await
+    }
+    async fn write_mark(&self, token: &str) -> Result<Option<u64>, SessionCacheError> {
+        (**self).write_mark(token).await
+    }
+    async fn set_if_mark(
+        &self,
+        session: Arc<CachedSession>,
+        mark: u64,
+    ) -> Result<bool, SessionCacheError> {
+        (**self).set_if_mark(session, mark).await
     }
 }

@@ -1,13 +1,15 @@
 //! `TieredSessionCacheStrategy`: an in-process near cache in front of Redis, kept coherent with
 //! Redis server-assisted client-side caching (RESP3 `CLIENT TRACKING ... BCAST`).
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use clockcache::Cache;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
 use time::OffsetDateTime;
@@ -73,6 +75,8 @@ struct Inner {
     near: Cache<String, Arc<CachedSession>>,
     /// Invalidations that a concurrent fill must see (per token, and flushes).
     epochs: Epochs,
+    /// Make a fill's epoch check and its insertion one step (see [`Inner::fill`]).
+    stripes: Stripes,
     /// The connection that carries both commands and invalidations, with its generation.
     conn: RwLock<Option<(u64, MultiplexedConnection)>>,
     /// Generation of the armed connection (0: never connected).
@@ -81,39 +85,106 @@ struct Inner {
     flushes: AtomicU64,
 }
 
+/// Per-token locks, hashed to a fixed number of stripes. A token's epoch is only bumped under
+/// its stripe (a flush holds every stripe), and a fill checks the epoch and inserts under it.
+///
+/// The engine's conditional writes do not fit here: `replace_if` only replaces a live entry
+/// and a fill mostly lands on an empty key. Without the lock, a fill has to insert first and
+/// check after, so a refused fill is served (and displaces the current copy) until it takes
+/// itself back.
+struct Stripes {
+    hasher: RandomState,
+    locks: Box<[Mutex<()>]>,
+}
+
+impl Stripes {
+    fn new(n: usize) -> Self {
+        Stripes {
+            hasher: RandomState::new(),
+            locks: (0..n.max(1)).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    fn lock(&self, token: &str) -> MutexGuard<'_, ()> {
+        let i = (self.hasher.hash_one(token) as usize) % self.locks.len();
+        self.locks[i].lock()
+    }
+
+    /// Every stripe, taken in index order (the only order two holders of several ever use).
+    fn lock_all(&self) -> Vec<MutexGuard<'_, ()>> {
+        self.locks.iter().map(|l| l.lock()).collect()
+    }
+}
+
 impl Inner {
     /// Drops `token` from the near cache, and makes every fill that started earlier discard
     /// what it read.
     fn invalidate_local(&self, token: &str) {
-        self.epochs.invalidate(token);
+        {
+            let _stripe = self.stripes.lock(token);
+            self.epochs.invalidate(token);
+        }
+        // A fill that checked before the bump has inserted by now (it held the stripe): this
+        // removes it. One that checks after the bump sees it and inserts nothing.
         self.near.remove(token);
     }
 
     fn flush(&self) {
-        self.epochs.invalidate_all();
+        {
+            let _all = self.stripes.lock_all();
+            self.epochs.invalidate_all();
+        }
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.near.clear();
     }
 
-    /// Inserts what a fill read, unless an invalidation raced with it.
-    fn fill(&self, session: &Arc<CachedSession>, before: Snapshot) {
-        let Some(mut ttl) = session.remaining_cache_life(OffsetDateTime::now_utc()) else {
-            return;
-        };
+    /// How long `session` may stay in the near cache; `None`: not at all.
+    fn near_ttl(&self, session: &CachedSession) -> Option<Duration> {
+        let mut ttl = session.remaining_cache_life(OffsetDateTime::now_utc())?;
         if let Some(max) = self.opts.near_max_ttl {
             ttl = ttl.min(max);
         }
-        if ttl.is_zero() {
+        (!ttl.is_zero()).then_some(ttl)
+    }
+
+    /// Inserts what a fill read, unless an invalidation raced with it.
+    ///
+    /// The check and the insertion happen under the token's stripe, and every bump of the
+    /// token's epoch takes that stripe: so either the bump came first and the fill inserts
+    /// nothing, or the fill's copy is in place before the bump, and the invalidation that
+    /// bumped removes it afterwards. A refused fill is never seen by a reader, and never
+    /// displaces the copy already there.
+    fn fill(&self, session: &Arc<CachedSession>, before: Snapshot) {
+        let Some(ttl) = self.near_ttl(session) else {
             return;
-        }
-        self.near
-            .insert_with_ttl(session.token.clone(), session.clone(), ttl);
-        if self.epochs.changed(&session.token, before) {
-            // Take back only this fill's copy: a fill that started after the invalidation may
-            // have put a newer one in since, and that one stays.
+        };
+        let _stripe = self.stripes.lock(&session.token);
+        if !self.epochs.changed(&session.token, before) {
             self.near
-                .remove_if(session.token.as_str(), |s| Arc::ptr_eq(s, session));
+                .insert_with_ttl(session.token.clone(), session.clone(), ttl);
         }
+    }
+
+    /// After this instance's own write of `session` has landed: refuses every fill whose
+    /// snapshot is older (see [`Epochs::advance`]) and installs `session`, in one step under the
+    /// token's stripe. Returns `false`, and installs nothing, when the token was invalidated
+    /// since `before`.
+    fn fill_own_write(&self, session: &Arc<CachedSession>, before: Snapshot) -> bool {
+        let token = &session.token;
+        let _stripe = self.stripes.lock(token);
+        if self.epochs.advance(token, before).is_none() {
+            return false;
+        }
+        // Under the stripe nothing can invalidate the token between the advance and this.
+        match self.near_ttl(session) {
+            Some(ttl) => self
+                .near
+                .insert_with_ttl(token.clone(), session.clone(), ttl),
+            None => {
+                self.near.remove(token.as_str());
+            }
+        }
+        true
     }
 
     /// Runs inline in the connection's reader, in stream order with the replies.
@@ -336,6 +407,8 @@ impl TieredSessionCacheStrategy {
                 // Fills wait on one Redis round trip: 256 slots drop a needless fill in well
                 // under 1% even at 1,000 invalidations a second.
                 epochs: Epochs::new(256),
+                // A stripe is held for one epoch check and one insertion.
+                stripes: Stripes::new(64),
                 conn: RwLock::new(None),
                 armed,
                 invalidations: AtomicU64::new(0),
@@ -489,15 +562,27 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
             validate_token(&session.token)?;
             let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
             let inner = &self.inner;
-            inner.invalidate_local(&session.token);
-            let before = inner.epochs.snapshot(&session.token);
-            match rs::write_session(&mut c, &inner.opts.redis, &session).await {
-                Ok(()) => {
-                    inner.fill(&session, before);
+            let token = &session.token;
+            inner.invalidate_local(token);
+            let before = inner.epochs.snapshot(token);
+            let written = rs::write_session(&mut c, &inner.opts.redis, &session).await;
+            // NOLOOP: Redis sends this instance no invalidation for its own write, so the write
+            // must refuse, itself, the fills of gets that snapshotted before it landed (their
+            // GET may have been queued ahead of the SET and read the older value). It bumps the
+            // token's epoch now that the SET has been answered: a get that snapshots after this
+            // sends its GET after the SET was applied. The bump is a compare-and-swap against
+            // `before`, so an invalidation that came in while the write was on its way (another
+            // instance's write of the token, applied in Redis after ours) is not hidden by it.
+            match written.map(|()| inner.fill_own_write(&session, before)) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    // Something invalidated the token during the write: which value Redis
+                    // holds is unknown here, so keep neither.
+                    inner.invalidate_local(token);
                     Ok(())
                 }
                 Err(e) => {
-                    inner.invalidate_local(&session.token);
+                    inner.invalidate_local(token);
                     Err(e)
                 }
             }
@@ -531,6 +616,56 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
         Self::log("get", r).ok().flatten()
     }
 
+    async fn write_mark(&self, token: &str) -> Result<Option<u64>, SessionCacheError> {
+        let r = async {
+            validate_token(token)?;
+            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
+            rs::read_mark(&mut c, &self.inner.opts.redis, token)
+                .await
+                .map(Some)
+        }
+        .await;
+        Self::log("write_mark", r)
+    }
+
+    /// As [`set`](SessionCacheStrategy::set), with the write made conditional on the mark; the
+    /// near cache gets the session only if Redis did.
+    async fn set_if_mark(
+        &self,
+        session: Arc<CachedSession>,
+        mark: u64,
+    ) -> Result<bool, SessionCacheError> {
+        let r = async {
+            validate_token(&session.token)?;
+            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
+            let inner = &self.inner;
+            let token = &session.token;
+            inner.invalidate_local(token);
+            let before = inner.epochs.snapshot(token);
+            let written =
+                rs::write_session_if_mark(&mut c, &inner.opts.redis, &session, mark).await;
+            // As in `set`: the own write refuses older fills, then installs its value.
+            match written {
+                Ok(true) => {
+                    if !inner.fill_own_write(&session, before) {
+                        inner.invalidate_local(token);
+                    }
+                    Ok(true)
+                }
+                Ok(false) => {
+                    inner.invalidate_local(token);
+                    Ok(false)
+                }
+                Err(e) => {
+                    inner.invalidate_local(token);
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        Self::log("set_if_mark", r)
+    }
+
     async fn delete(&self, token: &str) -> Result<(), SessionCacheError> {
         let r = async {
             validate_token(token)?;
@@ -554,5 +689,74 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
         }
         .await;
         Self::log("clear", r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versioned(version: i64) -> Arc<CachedSession> {
+        let mut s = CachedSession::new(
+            1,
+            "t",
+            OffsetDateTime::now_utc() + Duration::from_secs(3600),
+            Duration::from_secs(300),
+        );
+        s.active_order_id = Some(version.into());
+        Arc::new(s)
+    }
+
+    /// No I/O: the strategy connects on first use only, and these tests never use it.
+    fn strategy() -> TieredSessionCacheStrategy {
+        TieredSessionCacheStrategy::new("redis://127.0.0.1:1").unwrap()
+    }
+
+    #[test]
+    fn a_refused_fill_leaves_the_near_cache_as_it_found_it() {
+        let t = strategy();
+        let inner = &t.inner;
+        let old = inner.epochs.snapshot("t");
+        inner.invalidate_local("t");
+        let fresh = versioned(2);
+        inner.fill(&fresh, inner.epochs.snapshot("t"));
+        assert!(t.near_contains("t"));
+        // A fill that read before the invalidation arrives last: it must not displace the
+        // fresh copy (nor, in between, be served in its place).
+        inner.fill(&versioned(1), old);
+        assert_eq!(inner.near.get("t"), Some(fresh));
+    }
+
+    #[test]
+    fn a_refused_fill_is_never_visible() {
+        let t = strategy();
+        let inner = t.inner.clone();
+        let old = inner.epochs.snapshot("t");
+        inner.invalidate_local("t");
+        let fresh = versioned(2);
+        inner.fill(&fresh, inner.epochs.snapshot("t"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let filler = {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let stale = versioned(1);
+                let mut fills = 0u64;
+                while !stop.load(Ordering::Acquire) || fills < 10_000 {
+                    inner.fill(&stale, old);
+                    fills += 1;
+                }
+            })
+        };
+        let mut seen_stale = 0u64;
+        for _ in 0..200_000 {
+            if let Some(s) = inner.near.get("t") {
+                if s.active_order_id != Some(2.into()) {
+                    seen_stale += 1;
+                }
+            }
+        }
+        stop.store(true, Ordering::Release);
+        filler.join().unwrap();
+        assert_eq!(seen_stale, 0, "reads served a refused fill");
     }
 }

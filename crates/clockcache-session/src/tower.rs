@@ -54,7 +54,7 @@ impl SessionStoreAdapter {
 pub fn record_to_session(record: &Record) -> CachedSession {
     let token = record.id.to_string();
     CachedSession {
-        cache_expiry: record.expiry_date.unix_timestamp(),
+        cache_expiry: record.expiry_date.unix_timestamp() as f64,
         id: Id::Str(token.clone()),
         token,
         expires: record.expiry_date,

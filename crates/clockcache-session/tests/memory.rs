@@ -146,6 +146,36 @@ fn stale_returns_an_expired_session_once() {
     assert_eq!(store.length(), 1);
 }
 
+/// In stale mode entries carry no engine TTL, and the store removes expired ones itself (a
+/// stale read, prune): dispose must still be told they expired.
+#[test]
+fn stale_mode_reports_expiry_as_expiry() {
+    let seen: Arc<Mutex<Vec<(String, RemovalCause)>>> = Arc::default();
+    let log = seen.clone();
+    let (store, clock) = with_clock(
+        InMemoryOptions::default()
+            .ttl(Duration::from_secs(5))
+            .stale(true)
+            .dispose(move |token, _, cause| log.lock().push((token.to_owned(), cause))),
+    );
+    for t in ["read", "pruned", "deleted"] {
+        store.set_now(Arc::new(anonymous(t, 3600))).unwrap();
+    }
+    store.delete_now("deleted").unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert!(store.get_now("read").is_some(), "returned once while stale");
+    assert_eq!(store.prune(), 1);
+    let seen = seen.lock().clone();
+    assert_eq!(
+        seen,
+        [
+            ("deleted".to_owned(), RemovalCause::Removed),
+            ("read".to_owned(), RemovalCause::Expired),
+            ("pruned".to_owned(), RemovalCause::Expired),
+        ]
+    );
+}
+
 #[test]
 fn touch_extends_the_lifetime_and_keeps_the_data() {
     let (store, clock) = with_clock(InMemoryOptions::default());
@@ -233,7 +263,9 @@ fn stale_reads_racing_sets_never_restore_older_data() {
             .ttl(Duration::from_secs(5))
             .stale(true)
             .dispose(move |_, session, cause| {
-                if cause == RemovalCause::Removed {
+                // A stale copy handed out is reported as expired; a fresh one removed by
+                // mistake would be reported as removed: log both.
+                if matches!(cause, RemovalCause::Removed | RemovalCause::Expired) {
                     log.lock().push(session.active_order_id.clone());
                 }
             }),

@@ -9,7 +9,7 @@ const ANONYMOUS: &str = include_str!("fixtures/vendure-anonymous.json");
 #[test]
 fn authenticated_fixture_round_trips_byte_for_byte() {
     let s = CachedSession::from_json(AUTHENTICATED.as_bytes()).unwrap();
-    assert_eq!(s.cache_expiry, 1_795_342_573);
+    assert_eq!(s.cache_expiry, 1_795_342_573.0);
     assert_eq!(s.id, Id::Int(42));
     assert_eq!(s.expires, datetime!(2026-12-22 10:16:13 UTC));
     assert_eq!(s.active_order_id, Some(Id::Int(1007)));
@@ -43,14 +43,14 @@ fn decoding_accepts_other_shapes_vendure_can_write() {
     // offset, a fractional cacheExpiry, an integral float ID, unknown keys.
     let json = br#"{"cacheExpiry":1795342573.9,"id":7.0,"token":"t","expires":"2026-12-22T12:16:13+02:00","extra":{"a":1}}"#;
     let s = CachedSession::from_json(json).unwrap();
-    assert_eq!(s.cache_expiry, 1_795_342_573);
+    assert_eq!(s.cache_expiry, 1_795_342_573.9);
     assert_eq!(s.id, Id::Int(7));
     assert_eq!(s.expires, datetime!(2026-12-22 10:16:13 UTC));
     assert_eq!(s.active_order_id, None);
-    // Re-encoding writes the canonical form.
+    // Re-encoding writes the canonical form (keeping cacheExpiry as written).
     assert_eq!(
         s.to_json().unwrap(),
-        r#"{"cacheExpiry":1795342573,"id":7,"token":"t","expires":"2026-12-22T10:16:13.000Z","activeOrderId":null,"activeChannelId":null}"#
+        r#"{"cacheExpiry":1795342573.9,"id":7,"token":"t","expires":"2026-12-22T10:16:13.000Z","activeOrderId":null,"activeChannelId":null}"#
     );
     // expires as epoch milliseconds.
     let s = CachedSession::from_json(
@@ -180,4 +180,26 @@ fn floats_in_data_round_trip() {
     assert_round_trips(
         br#"{"cacheExpiry":1,"id":1,"token":"t","expires":"2026-11-22T10:16:13.000Z","data":{"h":-23456789012345678901234567890,"f":[0.1,1e300,-0.0,2.2250738585072014e-308]}}"#,
     );
+}
+
+/// Node writes `cacheExpiry` as `Date.now() / 1000 + ttl`: fractional seconds. Decoding and
+/// re-encoding keeps the number as written (a Vendure server reading it back sees its own value).
+#[test]
+fn fractional_cache_expiry_is_kept_as_written() {
+    for written in [
+        "1795342573.123",
+        "1764698313.457",
+        "1795342573.5",
+        "1795342573",
+    ] {
+        let json = format!(
+            r#"{{"cacheExpiry":{written},"id":7,"token":"t","expires":"2026-12-22T10:16:13.000Z","activeOrderId":null,"activeChannelId":null}}"#
+        );
+        let s = CachedSession::from_json(json.as_bytes()).unwrap();
+        assert_eq!(s.to_json().unwrap(), json, "cacheExpiry {written}");
+        assert_eq!(
+            CachedSession::from_json(s.to_json().unwrap().as_bytes()).unwrap(),
+            s
+        );
+    }
 }

@@ -175,13 +175,70 @@ async fn a_set_during_a_load_is_not_overwritten_by_it() {
     assert_eq!(c.get("t").await.unwrap(), Some(stored));
 }
 
+/// The caller of a get is dropped while its load waits (the client went away, a timeout layer
+/// fired): its single-flight entry goes with it, and a later get loads again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancelled_load_leaves_no_flight_behind() {
+    let gate = Arc::new(Semaphore::new(0));
+    let db = Arc::new(Db {
+        gate: Some(gate.clone()),
+        ..Db::with([session("t", 1)])
+    });
+    let (c, store) = cache(db.clone());
+    let cancelled = tokio::time::timeout(Duration::from_millis(20), c.get("t")).await;
+    assert!(cancelled.is_err(), "the load waited at the gate");
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1);
+    assert_eq!(c.loads_in_flight(), 0, "the cancelled load left its entry");
+    gate.add_permits(1000);
+    assert_eq!(c.get("t").await.unwrap().unwrap().token, "t");
+    assert_eq!(db.loads.load(Ordering::SeqCst), 2);
+    assert!(store.get_now("t").is_some());
+    assert_eq!(c.loads_in_flight(), 0);
+}
+
+/// A get waiting on a load whose leader is cancelled takes the load over (it neither hangs nor
+/// fails), and no entry is left once it is done.
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiter_takes_over_from_a_cancelled_leader() {
+    let gate = Arc::new(Semaphore::new(0));
+    let db = Arc::new(Db {
+        gate: Some(gate.clone()),
+        ..Db::with([session("t", 1)])
+    });
+    let (c, _store) = cache(db.clone());
+    let leader = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("t").await })
+    };
+    settle().await;
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("t").await })
+    };
+    settle().await;
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1, "the waiter joined");
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    settle().await;
+    assert_eq!(db.loads.load(Ordering::SeqCst), 2, "the waiter took over");
+    assert_eq!(c.loads_in_flight(), 1, "the waiter's load is in flight");
+    gate.add_permits(1000);
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter finished")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap().token, "t");
+    assert_eq!(c.loads_in_flight(), 0);
+}
+
 #[tokio::test]
 async fn stale_or_expired_entries_are_reloaded() {
     let db = Arc::new(Db::with([session("stale", 1)]));
     let (c, store) = cache(db.clone());
     // Cached copy past cache_expiry: reloaded, and stored with a fresh cache_expiry.
     let mut old = session("stale", 1);
-    old.cache_expiry -= 3600;
+    old.cache_expiry -= 3600.0;
     old.active_order_id = Some(1.into());
     store.set_now(Arc::new(old.clone())).unwrap();
     let got = c.get("stale").await.unwrap().unwrap();
@@ -193,7 +250,7 @@ async fn stale_or_expired_entries_are_reloaded() {
     // The database no longer has a session the cache still holds past its cache_expiry: the
     // stale copy is dropped.
     let mut gone = session("gone", 2);
-    gone.cache_expiry -= 3600;
+    gone.cache_expiry -= 3600.0;
     store.set_now(Arc::new(gone)).unwrap();
     assert_eq!(c.get("gone").await.unwrap(), None);
     assert_eq!(store.get_now("gone"), None);
@@ -289,8 +346,11 @@ async fn slow_strategy_calls_respect_the_budget() {
     // A slow get is a miss: the session comes from the loader although it is cached.
     assert_eq!(c.get("t").await.unwrap().unwrap().token, "t");
     assert_eq!(db.loads.load(Ordering::SeqCst), 2);
-    // A slow delete is not cancelled.
-    c.delete("t").await.unwrap();
+    // A slow delete is not cancelled (and says its outcome is unknown).
+    assert!(matches!(
+        c.delete("t").await,
+        Err(SessionCacheError::Pending { op: "delete", .. })
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(slow.inner.get_now("t"), None);
 }
@@ -300,7 +360,10 @@ async fn slow_strategy_calls_respect_the_budget() {
 #[tokio::test(start_paused = true)]
 async fn a_set_past_its_budget_does_not_land_over_a_later_delete() {
     let (slow, c) = Slow::with_cache(true, Arc::new(Db::default()));
-    c.set(session("t", 1)).await.unwrap();
+    let pending = |r: Result<Arc<CachedSession>, SessionCacheError>| {
+        matches!(r, Err(SessionCacheError::Pending { op: "set", .. }))
+    };
+    assert!(pending(c.set(session("t", 1)).await));
     assert_eq!(slow.inner.get_now("t"), None, "the set is still on its way");
     c.delete("t").await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -310,9 +373,53 @@ async fn a_set_past_its_budget_does_not_land_over_a_later_delete() {
         "the logged-out session stays out"
     );
     // A set with no delete after it stays.
-    let kept = c.set(session("t", 1)).await.unwrap();
+    let mut kept = session("t", 1);
+    kept.active_order_id = Some(3.into());
+    assert!(pending(c.set(kept).await));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(slow.inner.get_now("t"), Some(kept));
+    assert_eq!(
+        slow.inner
+            .get_now("t")
+            .and_then(|s| s.active_order_id.clone()),
+        Some(3.into())
+    );
+}
+
+/// A delete that runs past its budget goes on in the background, so its outcome is not known
+/// when the call returns: the caller (a logout) must not be told it succeeded.
+#[tokio::test(start_paused = true)]
+async fn a_write_past_its_budget_reports_its_outcome_unknown() {
+    let (slow, c) = Slow::with_cache(false, Arc::new(Db::default()));
+    slow.inner.set_now(Arc::new(session("t", 1))).unwrap();
+    let r = c.delete("t").await;
+    assert!(
+        matches!(r, Err(SessionCacheError::Pending { op: "delete", budget }) if budget == Duration::from_millis(50)),
+        "a delete past its budget reported {r:?}"
+    );
+    assert!(slow.inner.get_now("t").is_some(), "still on its way");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slow.inner.get_now("t"), None, "and it completed");
+    // The same for a set, and for deletes by user (every token is still tried).
+    let r = c.set(session("u", 7)).await;
+    assert!(
+        matches!(r, Err(SessionCacheError::Pending { op: "set", .. })),
+        "a set past its budget reported {r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(slow.inner.get_now("u").is_some(), "the set landed");
+    let r = c.delete_sessions_by_user(&Id::Int(7)).await;
+    assert!(
+        matches!(r, Err(SessionCacheError::Pending { op: "delete", .. })),
+        "{r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slow.inner.get_now("u"), None);
+    // Within the budget, the same calls succeed.
+    let (fast, c) = Slow::with_cache(true, Arc::new(Db::default()));
+    fast.inner.set_now(Arc::new(session("t", 1))).unwrap();
+    c.delete("t").await.unwrap();
+    assert_eq!(fast.inner.get_now("t"), None);
+    assert_eq!(c.delete_sessions_by_user(&Id::Int(1)).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -186,7 +186,7 @@ async fn near_entries_never_outlive_cache_expiry() {
     // Stale for the cache (cache_expiry passed) but the session itself is still valid: Redis
     // keeps it (SessionCache will reload it), the near cache must not hold it.
     let mut s = session("stale", 1);
-    s.cache_expiry -= 3600;
+    s.cache_expiry -= 3600.0;
     a.set(Arc::new(s.clone())).await.unwrap();
     assert!(!a.near_contains("stale"));
     assert_eq!(a.get("stale").await.as_deref(), Some(&s));
@@ -257,4 +257,132 @@ async fn racing_fills_never_keep_a_stale_copy() {
         let got = a.get(t).await.expect("present");
         assert_eq!(got.active_order_id, Some(149.into()), "{t}");
     }
+}
+
+/// The session with `token` as raw Redis holds it now.
+fn in_redis(server: &RedisServer, token: &str) -> Option<clockcache_session::CachedSession> {
+    let raw: Option<Vec<u8>> = server
+        .conn()
+        .get(format!("vendure-session-cache:{token}"))
+        .unwrap();
+    raw.map(|r| clockcache_session::CachedSession::from_json(&r).unwrap())
+}
+
+fn versioned(token: &str, version: i64) -> Arc<clockcache_session::CachedSession> {
+    let mut s = session(token, 1);
+    s.active_order_id = Some(version.into());
+    Arc::new(s)
+}
+
+/// One instance, getters spinning on a token while it sets the token once: a getter whose GET
+/// was queued ahead of the SET must not fill the older value after the set's own. More workers
+/// than cores (and three getters) make the losing interleaving common enough: on 2 cores, the
+/// code before the fix failed 10 runs out of 10 (1 to 58 trials of 600 stale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_get_racing_the_instances_own_set_never_keeps_the_older_copy() {
+    let Some(server) =
+        RedisServer::start("a_get_racing_the_instances_own_set_never_keeps_the_older_copy")
+    else {
+        return;
+    };
+    let a = Arc::new(tiered(&server).await);
+    let trials = 600;
+    let mut stale = Vec::new();
+    for trial in 0..trials {
+        let token = format!("own{trial}");
+        a.set(versioned(&token, 0)).await.unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let getters: Vec<_> = (0..3)
+            .map(|_| {
+                let (a, token, done) = (a.clone(), token.clone(), done.clone());
+                tokio::spawn(async move {
+                    while !done.load(std::sync::atomic::Ordering::Acquire) {
+                        let _ = a.get(&token).await;
+                        // A near hit completes without awaiting: yield, so that the spinning
+                        // getters leave the workers to the connection's reader.
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        // Let the getters start spinning on near hits, then write once.
+        tokio::task::yield_now().await;
+        a.set(versioned(&token, 1)).await.unwrap();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        for g in getters {
+            g.await.unwrap();
+        }
+        let redis = in_redis(&server, &token).expect("in Redis");
+        assert_eq!(redis.active_order_id, Some(1.into()));
+        // NOLOOP: no invalidation comes back for A's own write, so whatever A serves now it
+        // would serve until cache_expiry.
+        let served = a.get(&token).await.expect("present");
+        if served.active_order_id != redis.active_order_id {
+            stale.push(trial);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} of {trials} trials kept the older copy after the instance's own set (first: {:?})",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sets_on_two_instances_leave_no_stale_copy() {
+    let Some(server) = RedisServer::start("concurrent_sets_on_two_instances_leave_no_stale_copy")
+    else {
+        return;
+    };
+    let a = Arc::new(tiered(&server).await);
+    let b = Arc::new(tiered(&server).await);
+    let trials = 200;
+    let mut stale = Vec::new();
+    for trial in 0..trials {
+        let token = format!("both{trial}");
+        let sa = {
+            let (a, token) = (a.clone(), token.clone());
+            tokio::spawn(async move { a.set(versioned(&token, 1)).await.unwrap() })
+        };
+        let sb = {
+            let (b, token) = (b.clone(), token.clone());
+            tokio::spawn(async move { b.set(versioned(&token, 2)).await.unwrap() })
+        };
+        sa.await.unwrap();
+        sb.await.unwrap();
+        // Both writes have completed: after the barrier each instance has applied the
+        // invalidation of the other's write.
+        a.sync_invalidations().await.unwrap();
+        b.sync_invalidations().await.unwrap();
+        let redis = in_redis(&server, &token).expect("in Redis");
+        for (name, t) in [("A", &a), ("B", &b)] {
+            let served = t.get(&token).await.expect("present");
+            if served.active_order_id != redis.active_order_id {
+                stale.push((trial, name));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} stale copies after two concurrent sets (first: {:?})",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
+}
+
+/// The same over tiered strategies (the load's write goes through A's near cache too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_another_instance_during_a_load_is_not_undone() {
+    let Some(server) =
+        RedisServer::start("tiered_a_logout_on_another_instance_during_a_load_is_not_undone")
+    else {
+        return;
+    };
+    common::logout_elsewhere_during_a_load(
+        &server,
+        Arc::new(tiered(&server).await),
+        Arc::new(tiered(&server).await),
+    )
+    .await;
 }

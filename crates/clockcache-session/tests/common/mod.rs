@@ -287,3 +287,96 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Two instances, each a `SessionCache` over its own strategy (`a`, `b`) on the same Redis, and
+/// one database. A's load reads the row, then waits; meanwhile the user logs out on B (the row
+/// is deleted, then the cached session). A's load then answers its caller, but must not put the
+/// logged-out session into Redis, where every instance would serve it.
+pub async fn logout_elsewhere_during_a_load(
+    server: &RedisServer,
+    a: std::sync::Arc<dyn clockcache_session::SessionCacheStrategy>,
+    b: std::sync::Arc<dyn clockcache_session::SessionCacheStrategy>,
+) {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use clockcache_session::{FnLoader, LoaderError, SessionCache, SessionCacheConfig};
+    use redis::Commands;
+    use tokio::sync::Semaphore;
+
+    let db: Arc<Mutex<HashMap<String, CachedSession>>> = Arc::default();
+    db.lock().unwrap().insert("t".into(), session("t", 1));
+    db.lock().unwrap().insert("u".into(), session("u", 2));
+    let gate = Arc::new(Semaphore::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let loader_a = {
+        let (db, gate, reads) = (db.clone(), gate.clone(), reads.clone());
+        FnLoader(move |token: String| {
+            let (db, gate, reads) = (db.clone(), gate.clone(), reads.clone());
+            async move {
+                let row = db.lock().unwrap().get(&token).cloned();
+                reads.fetch_add(1, Ordering::SeqCst);
+                if token == "t" {
+                    let _permit = gate.acquire().await?;
+                }
+                Ok::<_, LoaderError>(row)
+            }
+        })
+    };
+    let loader_b = {
+        let db = db.clone();
+        FnLoader(move |token: String| {
+            let row = db.lock().unwrap().get(&token).cloned();
+            async move { Ok::<_, LoaderError>(row) }
+        })
+    };
+    // Budgets far above a loopback round trip: writes finish within them.
+    let config = SessionCacheConfig {
+        budget: Duration::from_secs(2),
+        ..SessionCacheConfig::default()
+    };
+    let on_a = SessionCache::with_config(a, Arc::new(loader_a), config.clone());
+    let on_b = SessionCache::with_config(b, Arc::new(loader_b), config);
+    let mut raw = server.conn();
+    let cached = |raw: &mut redis::Connection, token: &str| -> bool {
+        let v: Option<String> = raw.get(format!("vendure-session-cache:{token}")).unwrap();
+        v.is_some()
+    };
+
+    // Without a logout, A's load is cached for everyone.
+    assert!(on_a.get("u").await.unwrap().is_some());
+    assert!(cached(&mut raw, "u"), "a plain load is cached");
+
+    let load = {
+        let on_a = on_a.clone();
+        tokio::spawn(async move { on_a.get("t").await })
+    };
+    let mut polls = 0;
+    while reads.load(Ordering::SeqCst) < 2 {
+        polls += 1;
+        assert!(polls < 2000, "A's load never read the database");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The logout on B: database first, then the cache.
+    db.lock().unwrap().remove("t");
+    on_b.delete("t").await.unwrap();
+    // The delete bumped the token's write mark, which expires an hour after its last bump.
+    let mark: Option<u64> = raw.get("vendure-session-cache-write-mark:t").unwrap();
+    assert!(mark.is_some_and(|m| m > 0), "{mark:?}");
+    let pttl: i64 = raw.pttl("vendure-session-cache-write-mark:t").unwrap();
+    assert!((1..=3_600_000).contains(&pttl), "{pttl}");
+    gate.add_permits(1);
+    let answered = load.await.unwrap().unwrap();
+    assert_eq!(
+        answered.map(|s| s.token.clone()).as_deref(),
+        Some("t"),
+        "A answers the caller who asked before the logout"
+    );
+    assert!(
+        !cached(&mut raw, "t"),
+        "the logged-out session was put back into Redis by A's load"
+    );
+    assert_eq!(on_b.get("t").await.unwrap(), None);
+    assert_eq!(on_a.get("t").await.unwrap(), None);
+}
