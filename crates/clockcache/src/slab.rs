@@ -363,13 +363,13 @@ mod imp {
                 blocks,
                 weight,
             };
-            // SAFETY: the blocks were unlinked from the table and their
-            // queues under the shard lock, before this call, by the holder of
-            // `guard`; the collector runs the function only after every
-            // thread pinned now has unpinned, so no reader still holds them.
-            // `T: Send + 'static`, so the values may be dropped on any
-            // thread at any later time, and the function owns what it
-            // touches (the blocks, through its share of `Home`).
+            // The blocks were unlinked from the table and their queues under
+            // the shard lock, before this call, by the holder of `guard`; the
+            // function owns what it touches (the blocks, and its share of
+            // `Home`).
+            // SAFETY: it runs only after every thread pinned now has
+            // unpinned, so no reader still holds the blocks; `T: Send +
+            // 'static` may be dropped on any thread at any later time.
             unsafe { guard.defer_unchecked(move || batch.release()) };
             true
         }
@@ -458,10 +458,10 @@ mod imp {
             let weight = u64::from(weight);
             in_flight.sealed(weight);
             self.unsealed += 1;
-            // SAFETY: `raw` came from `Box::leak`, was unlinked under the
-            // shard lock before this call and is retired once; the collector
-            // runs the drop after every thread pinned now has unpinned, and
-            // `T: Send + 'static` may be dropped on any thread, at any time.
+            // `raw` came from `Box::leak`, was unlinked under the shard lock
+            // before this call and is retired once.
+            // SAFETY: the collector runs the drop after every thread pinned
+            // now has unpinned; `T: Send + 'static` may be dropped anywhere.
             unsafe {
                 guard.defer_unchecked(move || {
                     drop(Box::from_raw(raw));
