@@ -428,22 +428,28 @@ mod imp {
 
 #[cfg(any(loom, clockcache_no_recycle))]
 mod imp {
-    use super::{Guard, InFlight, NonNull};
+    use super::{seal_weight, Guard, InFlight, NonNull, BATCH};
     use crate::sync::Arc;
 
     /// One `Box` per entry, dropped and freed through the epoch collector.
     pub(crate) struct Slab<T> {
         in_flight: Arc<InFlight>,
-        /// Entries retired since the last `seal`.
+        /// Entries retired since the last flush, and their weight: the
+        /// thresholds of the recycling slab's batches decide when the
+        /// caller flushes, so that the memory bound is the same.
         unsealed: usize,
+        unsealed_weight: u64,
+        seal_weight: u64,
         _values: std::marker::PhantomData<T>,
     }
 
     impl<T: Send + 'static> Slab<T> {
-        pub(crate) fn new(_limit: usize, _budget: u64, in_flight: Arc<InFlight>) -> Self {
+        pub(crate) fn new(_limit: usize, budget: u64, in_flight: Arc<InFlight>) -> Self {
             Self {
                 in_flight,
                 unsealed: 0,
+                unsealed_weight: 0,
+                seal_weight: seal_weight(budget),
                 _values: std::marker::PhantomData,
             }
         }
@@ -458,6 +464,7 @@ mod imp {
             let weight = u64::from(weight);
             in_flight.sealed(weight);
             self.unsealed += 1;
+            self.unsealed_weight += weight;
             // `raw` came from `Box::leak`, was unlinked under the shard lock
             // before this call and is retired once.
             // SAFETY: the collector runs the drop after every thread pinned
@@ -468,12 +475,16 @@ mod imp {
                     in_flight.dropped(weight);
                 })
             };
+            if self.unsealed >= BATCH || self.unsealed_weight >= self.seal_weight {
+                return self.seal(guard);
+            }
             false
         }
 
         /// Whether anything was retired since the last call (the caller
         /// then flushes the thread's deferred functions to the collector).
         pub(crate) fn seal(&mut self, _guard: &Guard) -> bool {
+            self.unsealed_weight = 0;
             std::mem::take(&mut self.unsealed) != 0
         }
     }
