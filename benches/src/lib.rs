@@ -13,6 +13,7 @@ pub mod child;
 pub mod opcost;
 pub mod report;
 pub mod runner;
+pub mod sessions;
 pub mod svg;
 pub mod trace;
 pub mod workload;

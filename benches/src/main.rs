@@ -13,6 +13,7 @@ use clockcache_bench::child::{self, ExpiryParams, ExpiryResult, MemResult};
 use clockcache_bench::opcost::{Op, OpCost};
 use clockcache_bench::report::{Cell, Machine, Report, TraceCell};
 use clockcache_bench::runner::{timer_overhead, RunOnce, RunParams, Solo};
+use clockcache_bench::sessions::{self, SessionsParams};
 use clockcache_bench::trace::{self, Replay, Trace};
 use clockcache_bench::workload::{self, GenParams, Mix, Workload};
 
@@ -153,6 +154,21 @@ enum ChildCmd {
         /// Seed of the key generator.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// Measures the tiered session cache across two instances sharing one redis-server
+    /// (started on a loopback port): how long an instance serves a session after another
+    /// deletes or overwrites it, and the latency of a near hit. Writes sessions.md and
+    /// sessions.json to the report directory.
+    Sessions {
+        /// Trials of each kind of write (delete, overwrite).
+        #[arg(long, default_value_t = 500)]
+        trials: usize,
+        /// Near hits timed one by one.
+        #[arg(long, default_value_t = 200_000)]
+        hits: usize,
+        /// Report directory (default target/bench-report of the workspace).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Runs the expiry churn on one cache and prints JSON (run by the harness).
     #[command(hide = true)]
@@ -733,6 +749,28 @@ fn child_main(cmd: &ChildCmd) -> Result<(), String> {
                 k.name(),
                 op.name()
             );
+        }
+        ChildCmd::Sessions { trials, hits, out } => {
+            if *trials == 0 || *hits == 0 {
+                return Err("--trials and --hits need positive counts".into());
+            }
+            let params = SessionsParams {
+                trials: *trials,
+                hits: *hits,
+            };
+            let report = sessions::run(params)?;
+            let text = sessions::render(&report, params);
+            let dir = out
+                .clone()
+                .unwrap_or_else(|| workspace_root().join("target/bench-report"));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+            for (name, body) in [("sessions.md", &text), ("sessions.json", &json)] {
+                let path = dir.join(name);
+                std::fs::write(&path, body).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            print!("{text}");
+            println!("\nWritten to {}", dir.join("sessions.md").display());
         }
         ChildCmd::ExpiryChild { cache, params } => {
             let k = CacheKind::from_name(cache).ok_or("unknown cache")?;

@@ -139,3 +139,58 @@ fn bad_arguments_fail_with_a_message() {
     let run = bin().args(["--threads", "0", "--smoke"]).output().unwrap();
     assert_eq!(run.status.code(), Some(1));
 }
+
+fn have_redis_server() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn sessions_measures_both_writes_and_both_gets() {
+    if !have_redis_server() {
+        assert!(
+            std::env::var_os("CLOCKCACHE_REQUIRE_REDIS").is_none(),
+            "CLOCKCACHE_REQUIRE_REDIS is set but no redis-server is installed"
+        );
+        eprintln!("SKIPPED sessions_measures_both_writes_and_both_gets: no redis-server on PATH");
+        return;
+    }
+    let out = temp_dir("sessions");
+    let run = bin()
+        .args(["sessions", "--trials", "5", "--hits", "200", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The report opens with the coherence windows, the figure its reader came for.
+    assert!(
+        stdout.starts_with("# Tiered session cache: coherence across two instances"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("sessions.json")).unwrap()).unwrap();
+    for (field, count) in [
+        ("delete", 5),
+        ("overwrite", 5),
+        ("near_hit", 200),
+        ("redis_get", 200),
+    ] {
+        let spread = json[field].get("window").unwrap_or(&json[field]);
+        assert_eq!(spread["count"], count, "{field}: {json}");
+        let p50 = spread["p50_ns"].as_u64().unwrap();
+        assert!(
+            p50 > 0 && p50 <= spread["max_ns"].as_u64().unwrap(),
+            "{field}: {json}"
+        );
+    }
+    assert!(std::fs::read_to_string(out.join("sessions.md"))
+        .unwrap()
+        .contains("| delete |"));
+}
