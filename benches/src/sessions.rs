@@ -225,7 +225,7 @@ async fn trial(
                 // returned served it after the acknowledgement.
                 served_late |= acked.load(Ordering::Acquire);
                 polls += 1;
-                if polls % 64 == 0 {
+                if polls.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
