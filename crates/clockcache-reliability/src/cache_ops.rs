@@ -386,7 +386,7 @@ pub fn check(input: &Input) {
                 let got =
                     cache.get_or_try_insert_with(k, || if fail { Err(()) } else { Ok(new(k, v)) });
                 assert_eq!(
-                    got.map(|t| t.val() as u16),
+                    got.map(|t| t.val() as u16).map_err(|e| *e),
                     expected,
                     "get_or_try_insert_with: {}",
                     ctx()

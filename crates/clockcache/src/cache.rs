@@ -5,7 +5,9 @@ use crate::builder::CacheBuilder;
 use crate::clock::{duration_nanos, ClockSource};
 use crate::entry::{Entry, NEVER};
 use crate::expiry::Expiry;
-use crate::loader::Pending;
+#[cfg(not(loom))]
+use crate::loader::Tracked;
+use crate::loader::{Outcome, Pending, SharedError};
 use crate::shard::{Listener, Loading, Retired, Shard};
 use crate::slab::InFlight;
 use crate::stats::{CacheStats, ReadCounters};
@@ -16,6 +18,7 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::ptr::NonNull;
+use std::sync::Arc as StdArc;
 use std::time::Duration;
 
 /// Computes an entry's weight (see [`CacheBuilder::weigher`]).
@@ -107,7 +110,7 @@ where
 }
 
 /// What an insert's key needs from a load in flight.
-enum Flight<V> {
+pub(crate) enum Flight<V> {
     Lead(Arc<Pending<V>>),
     Join(Arc<Pending<V>>),
     Found(V),
@@ -120,7 +123,7 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     #[inline]
-    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+    pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         self.core.hasher.hash_one(key)
     }
 
@@ -132,7 +135,7 @@ where
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> &Shard<K, V> {
+    pub(crate) fn shard(&self, hash: u64) -> &Shard<K, V> {
         // Bits 32..: the table's home slot uses the low 32 bits and the tag
         // the top 7, so the three are independent.
         let i = (hash >> 32) as usize & (self.core.shards.len() - 1);
@@ -151,6 +154,17 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.lookup::<Q, true>(key)
+    }
+
+    /// [`get`](Self::get), counting a miss only if `COUNT_MISS` (a loading
+    /// call counts its miss where it decides to load or wait).
+    #[inline(always)]
+    fn lookup<Q, const COUNT_MISS: bool>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let hash = self.hash(key);
         let shard = self.shard(hash);
         // The bucket's cache miss overlaps the pin's atomic instruction.
@@ -164,7 +178,9 @@ where
                 Some(e.value().clone())
             }
             _ => {
-                self.core.reads.miss();
+                if COUNT_MISS {
+                    self.core.reads.miss();
+                }
                 None
             }
         }
@@ -312,6 +328,7 @@ where
             drop(inner);
             return false;
         }
+        inner.supersede_load(hash, &key);
         let (change, new) =
             self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, &guard);
         drop(inner);
@@ -429,6 +446,7 @@ where
         let mut retired = self.retired();
         let (change, new) = {
             let mut inner = shard.inner.lock();
+            inner.supersede_load(hash, &key);
             self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, &guard)
         };
         self.settle(change, new, now, &mut retired, &guard);
@@ -542,6 +560,7 @@ where
         let now = self.writer_now(false);
         let removed = {
             let mut inner = shard.inner.lock();
+            inner.supersede_load(hash, key);
             let p = shard.remove_locked(&mut inner, hash, key, pred, &mut retired, &guard);
             let change = shard.publish_locked(&mut inner);
             drop(inner);
@@ -562,76 +581,194 @@ where
     /// The value for `key`, computing and inserting it with `init` on a miss.
     ///
     /// Single flight: while one caller runs `init` for a key, other callers
-    /// for the same key wait for its value instead of running their own. If
-    /// `init` panics, the waiters are released and one of them runs its own
-    /// `init`.
+    /// for the same key (sync or async) wait for its value instead of
+    /// running their own. If `init` panics, the waiters are released and one
+    /// of them runs its own `init`. A write of the key while `init` runs
+    /// (`insert`, `remove`, `replace_if`, `clear`) wins: the loaded value is
+    /// returned but not inserted over it.
+    ///
+    /// `init` must not load its own key through this cache: that would wait
+    /// for itself, so it panics with a message saying so (and the key is not
+    /// left stuck).
+    ///
+    /// ```
+    /// use clockcache::Cache;
+    ///
+    /// let cache: Cache<u32, String> = Cache::new(100);
+    /// let v = cache.get_or_insert_with(7, || "seven".to_string());
+    /// assert_eq!(v, "seven");
+    /// // A hit: `init` does not run.
+    /// assert_eq!(cache.get_or_insert_with(7, || unreachable!()), "seven");
+    /// ```
     pub fn get_or_insert_with<F>(&self, key: K, init: F) -> V
     where
         F: FnOnce() -> V,
     {
         match self.get_or_try_insert_with(key, || Ok::<V, std::convert::Infallible>(init())) {
             Ok(v) => v,
-            Err(never) => match never {},
+            Err(never) => match *never {},
         }
     }
 
     /// Like [`get_or_insert_with`](Self::get_or_insert_with) with a fallible
-    /// `init`: an error is returned to this caller, nothing is inserted, and
-    /// callers waiting on the same key start over.
-    pub fn get_or_try_insert_with<E, F>(&self, key: K, init: F) -> Result<V, E>
+    /// `init`. An error inserts nothing and is shared: this caller and every
+    /// caller that waited on the same load with the same error type get the
+    /// same `Arc` of it, and `init` ran once for all of them. (A waiter whose
+    /// error type differs starts over.)
+    ///
+    /// ```
+    /// use clockcache::Cache;
+    ///
+    /// let cache: Cache<u32, u32> = Cache::new(100);
+    /// let r = cache.get_or_try_insert_with(1, || Err::<u32, _>("database down"));
+    /// assert_eq!(*r.unwrap_err(), "database down");
+    /// assert!(cache.get(&1).is_none());
+    /// ```
+    pub fn get_or_try_insert_with<E, F>(&self, key: K, init: F) -> Result<V, StdArc<E>>
     where
         F: FnOnce() -> Result<V, E>,
+        E: Send + Sync + 'static,
     {
+        if let Some(v) = self.lookup::<K, false>(&key) {
+            return Ok(v);
+        }
         let hash = self.hash(&key);
-        let shard = self.shard(hash);
         let mut key = Some(key);
+        let mut init = Some(init);
         loop {
-            let k = key.as_ref().expect("key is kept until the load starts");
-            if let Some(v) = self.get(k) {
-                return Ok(v);
-            }
-            let flight = {
-                let guard = epoch::pin();
-                let mut inner = shard.inner.lock();
-                let found = shard.table(&guard).find(hash, k, &guard);
-                if let Some(e) = found.filter(|e| !self.is_expired_now(e)) {
-                    e.touch();
-                    Flight::Found(e.value().clone())
-                } else if let Some(l) = inner.loading.iter().find(|l| l.hash == hash && l.key == *k)
-                {
-                    Flight::Join(l.pending.clone())
-                } else {
-                    let pending = Arc::new(Pending::new());
-                    let key = key.take().expect("checked above");
-                    inner.loading.push(Loading {
-                        hash,
-                        key,
-                        pending: pending.clone(),
-                    });
-                    Flight::Lead(pending)
-                }
-            };
-            match flight {
+            match self.begin_load(hash, &mut key) {
                 Flight::Found(v) => return Ok(v),
-                Flight::Join(p) => {
-                    if let Some(v) = p.wait() {
-                        return Ok(v);
+                Flight::Join(p) => match p.wait() {
+                    Outcome::Value(v) => return Ok(v),
+                    Outcome::Error(e) => {
+                        if let Ok(e) = e.downcast::<E>() {
+                            return Err(e);
+                        }
                     }
-                    // The loader failed or panicked: start over.
-                }
+                    // The loader panicked: start over.
+                    Outcome::Retry => {}
+                },
                 Flight::Lead(p) => {
-                    let mut lead = Lead {
-                        cache: self,
-                        hash,
-                        pending: &p,
-                        done: false,
+                    let lead = Lead::new(self, hash, &p);
+                    let init = init.take().expect("a caller leads at most one load");
+                    let r = {
+                        let _active = p.enter();
+                        init()
                     };
-                    let value = init()?;
-                    lead.finish(value.clone());
-                    return Ok(value);
+                    return lead.end(r);
                 }
             }
         }
+    }
+
+    /// The value for `key`, computing and inserting it with the future
+    /// `init` on a miss: the async form of
+    /// [`get_or_insert_with`](Self::get_or_insert_with), with the same
+    /// single flight, shared with the blocking form. Waiters `.await`
+    /// instead of blocking their thread, and the engine needs no particular
+    /// runtime.
+    ///
+    /// Cancellation-safe: if the leading caller's future is dropped before
+    /// `init` finishes (a client gone, a timeout), its load is withdrawn and
+    /// one of the waiters runs its own `init`; no waiter hangs and nothing
+    /// stays behind.
+    ///
+    /// ```
+    /// use clockcache::Cache;
+    ///
+    /// # async fn fetch(id: u32) -> String { format!("user {id}") }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let cache: Cache<u32, String> = Cache::new(100);
+    /// // Any runtime: the engine only awaits its own wake-ups.
+    /// let v = cache.get_or_insert_async(42, fetch(42)).await;
+    /// assert_eq!(v, "user 42");
+    /// # });
+    /// ```
+    #[cfg(not(loom))]
+    pub async fn get_or_insert_async<F>(&self, key: K, init: F) -> V
+    where
+        F: std::future::Future<Output = V>,
+    {
+        let init = async { Ok::<V, std::convert::Infallible>(init.await) };
+        match self.get_or_try_insert_async(key, init).await {
+            Ok(v) => v,
+            Err(never) => match *never {},
+        }
+    }
+
+    /// The async form of
+    /// [`get_or_try_insert_with`](Self::get_or_try_insert_with): an error
+    /// inserts nothing and every waiter of the same error type gets the same
+    /// `Arc` of it. Cancellation-safe, as
+    /// [`get_or_insert_async`](Self::get_or_insert_async).
+    #[cfg(not(loom))]
+    pub async fn get_or_try_insert_async<E, F>(&self, key: K, init: F) -> Result<V, StdArc<E>>
+    where
+        F: std::future::Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        if let Some(v) = self.lookup::<K, false>(&key) {
+            return Ok(v);
+        }
+        let hash = self.hash(&key);
+        let mut key = Some(key);
+        let mut init = Some(init);
+        loop {
+            let flight = self.begin_load(hash, &mut key);
+            match flight {
+                Flight::Found(v) => return Ok(v),
+                Flight::Join(p) => match p.wait_async().await {
+                    Outcome::Value(v) => return Ok(v),
+                    Outcome::Error(e) => {
+                        if let Ok(e) = e.downcast::<E>() {
+                            return Err(e);
+                        }
+                    }
+                    // The leader panicked or was cancelled: start over.
+                    Outcome::Retry => {}
+                },
+                Flight::Lead(p) => {
+                    let lead = Lead::new(self, hash, &p);
+                    let init = init.take().expect("a caller leads at most one load");
+                    let mut init = std::pin::pin!(init);
+                    let r = Tracked {
+                        pending: &p,
+                        future: init.as_mut(),
+                    }
+                    .await;
+                    return lead.end(r);
+                }
+            }
+        }
+    }
+
+    /// Under the shard lock: the live value (a hit), else the load of `key`
+    /// to join, else a new load that this caller leads (taking the key).
+    pub(crate) fn begin_load(&self, hash: u64, key: &mut Option<K>) -> Flight<V> {
+        let shard = self.shard(hash);
+        let guard = epoch::pin();
+        let mut inner = shard.inner.lock();
+        let k = key.as_ref().expect("the key is kept until a load starts");
+        let found = shard.table(&guard).find(hash, k, &guard);
+        if let Some(e) = found.filter(|e| self.live_for_read(e)) {
+            // Found under the lock: a hit like any other (recency, time to
+            // idle, statistics).
+            e.touch();
+            self.core.reads.hit();
+            return Flight::Found(e.value().clone());
+        }
+        self.core.reads.miss();
+        if let Some(l) = inner.loading.iter().find(|l| l.hash == hash && l.key == *k) {
+            return Flight::Join(l.pending.clone());
+        }
+        let pending = Arc::new(Pending::new());
+        inner.loading.push(Loading {
+            hash,
+            key: key.take().expect("checked above"),
+            pending: pending.clone(),
+            superseded: false,
+        });
+        Flight::Lead(pending)
     }
 
     /// Removes every entry for which `keep` returns false (reported as
@@ -666,6 +803,7 @@ where
             let mut retired = self.retired();
             {
                 let mut inner = shard.inner.lock();
+                inner.supersede_all_loads();
                 shard.clear_locked(&mut inner, &mut retired, &guard);
                 shard.seal_locked(&mut inner, &mut retired, &guard);
                 let change = shard.publish_locked(&mut inner);
@@ -879,10 +1017,10 @@ where
     }
 }
 
-/// The caller running a load for `get_or_insert_with`. Dropped unfinished
-/// (the loader failed or panicked), it withdraws the load and releases the
-/// waiters.
-struct Lead<'a, K, V, S>
+/// The caller running a load. Dropped unfinished (the loader panicked, or
+/// its future was dropped), it withdraws the load and releases the waiters,
+/// who start over.
+pub(crate) struct Lead<'a, K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -894,38 +1032,77 @@ where
     done: bool,
 }
 
-impl<K, V, S> Lead<'_, K, V, S>
+impl<'a, K, V, S> Lead<'a, K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    /// Withdraws the load record, returning the key it holds.
-    fn withdraw(&self, inner: &mut crate::shard::Inner<K, V>) -> Option<K> {
+    pub(crate) fn new(cache: &'a Cache<K, V, S>, hash: u64, pending: &'a Arc<Pending<V>>) -> Self {
+        Lead {
+            cache,
+            hash,
+            pending,
+            done: false,
+        }
+    }
+
+    /// Withdraws the load record.
+    fn withdraw(&self, inner: &mut crate::shard::Inner<K, V>) -> Option<Loading<K, V>> {
         let i = inner
             .loading
             .iter()
             .position(|l| Arc::ptr_eq(&l.pending, self.pending))?;
-        Some(inner.loading.swap_remove(i).key)
+        Some(inner.loading.swap_remove(i))
+    }
+
+    /// Ends the load with the loader's result, returned to the caller.
+    fn end<E: Send + Sync + 'static>(mut self, r: Result<V, E>) -> Result<V, StdArc<E>> {
+        match r {
+            Ok(v) => {
+                self.succeed(v.clone());
+                Ok(v)
+            }
+            Err(e) => {
+                let e = StdArc::new(e);
+                let shared: SharedError = e.clone();
+                let record = {
+                    let mut inner = self.cache.shard(self.hash).inner.lock();
+                    self.withdraw(&mut inner)
+                };
+                // The key is dropped outside the lock.
+                drop(record);
+                self.done = true;
+                self.pending.fail(shared);
+                Err(e)
+            }
+        }
     }
 
     /// Inserts the loaded value and withdraws the load in one critical
-    /// section (so no caller can see neither), then hands the value to the
-    /// waiters.
-    fn finish(&mut self, value: V) {
+    /// section (so no caller can see neither), unless a write superseded the
+    /// load, then hands the value to the waiters.
+    fn succeed(&mut self, value: V) {
         let cache = self.cache;
         let shard = cache.shard(self.hash);
         let now = cache.writer_now(false);
         let guard = epoch::pin();
         let mut retired = cache.retired();
         let mut inner = shard.inner.lock();
-        let key = self
+        let record = self
             .withdraw(&mut inner)
             .expect("only the leader withdraws its load");
+        if record.superseded {
+            drop(inner);
+            self.done = true;
+            self.pending.succeed(value);
+            drop(record);
+            return;
+        }
         let (change, new) = cache.insert_built(
             &mut inner,
             self.hash,
-            key,
+            record.key,
             value.clone(),
             None,
             now,
@@ -934,7 +1111,7 @@ where
         );
         drop(inner);
         self.done = true;
-        self.pending.finish(Some(value));
+        self.pending.succeed(value);
         cache.settle(change, new, now, &mut retired, &guard);
         cache.release(retired, guard);
     }
@@ -951,11 +1128,11 @@ where
             return;
         }
         let shard = self.cache.shard(self.hash);
-        let key = {
+        let record = {
             let mut inner = shard.inner.lock();
             self.withdraw(&mut inner)
         };
-        drop(key);
-        self.pending.finish(None);
+        drop(record);
+        self.pending.abandon();
     }
 }

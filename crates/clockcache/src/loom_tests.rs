@@ -339,3 +339,60 @@ fn loom_single_flight_two_callers() {
         assert_eq!(loads.load(Ordering::SeqCst), 1);
     });
 }
+
+/// A leader that gives up its load (its future dropped, or its loader
+/// panicked) hands the key over: a caller waiting on that load, or arriving
+/// after, runs its own load and gets its value; no caller hangs and no load
+/// record stays behind. Without the wake-up in `Pending::abandon`, loom
+/// reports the waiter blocked forever.
+#[test]
+fn loom_single_flight_leader_gives_up() {
+    loom::model(|| {
+        let c = cache(4, &MockClock::new());
+        let h = c.hash(&5);
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.get_or_insert_with(5, || 60))
+        };
+        thread::yield_now();
+        let mut key = Some(5);
+        if let crate::cache::Flight::Lead(p) = c.begin_load(h, &mut key) {
+            // The leader's drop guard, as when its future is dropped.
+            drop(crate::cache::Lead::new(&c, h, &p));
+        }
+        assert_eq!(w.join().unwrap(), 60);
+        assert_eq!(c.get(&5), Some(60));
+        assert!(c.shard(h).inner.lock().loading.is_empty());
+    });
+}
+
+/// A remove of the key while its load runs wins over the load: the loader's
+/// caller gets what it loaded, and the cache keeps the newer state (absent)
+/// whichever runs first. Without the mark that `remove` leaves on the load
+/// record, the load re-inserts the removed key.
+#[test]
+fn loom_remove_during_a_load_wins() {
+    loom::model(|| {
+        let c = cache(4, &MockClock::new());
+        let started = Arc::new(AtomicUsize::new(0));
+        let l = {
+            let (c, started) = (c.clone(), started.clone());
+            thread::spawn(move || {
+                c.get_or_insert_with(5, || {
+                    started.store(1, Ordering::SeqCst);
+                    thread::yield_now();
+                    50
+                })
+            })
+        };
+        thread::yield_now();
+        // Remove only once the load has begun: before it, there is nothing
+        // to supersede.
+        let began = started.load(Ordering::SeqCst) == 1;
+        if began {
+            c.remove(&5);
+        }
+        assert_eq!(l.join().unwrap(), 50);
+        assert_eq!(c.get(&5), if began { None } else { Some(50) });
+    });
+}

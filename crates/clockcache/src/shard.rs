@@ -116,11 +116,14 @@ impl<K, V> Retired<K, V> {
     }
 }
 
-/// A load in flight for `get_or_insert_with` (single flight).
+/// A load in flight for the loading calls (single flight).
 pub(crate) struct Loading<K, V> {
     pub(crate) hash: u64,
     pub(crate) key: K,
     pub(crate) pending: Arc<crate::loader::Pending<V>>,
+    /// The key was written (inserted, removed, replaced or cleared) while
+    /// the load ran: its value must not be inserted over that newer state.
+    pub(crate) superseded: bool,
 }
 
 /// Writer state of a shard.
@@ -164,6 +167,32 @@ struct ReadSide<K, V> {
 
 /// Hashes a key the way the cache does.
 pub(crate) type HashFn<'a, K> = &'a dyn Fn(&K) -> u64;
+
+impl<K, V> Inner<K, V> {
+    /// Marks the load of `key`, if one runs, as superseded by a write.
+    #[inline]
+    pub(crate) fn supersede_load<Q>(&mut self, hash: u64, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        if self.loading.is_empty() {
+            return;
+        }
+        for l in &mut self.loading {
+            if l.hash == hash && l.key.borrow() == key {
+                l.superseded = true;
+            }
+        }
+    }
+
+    /// Marks every load of the shard as superseded (`clear`).
+    pub(crate) fn supersede_all_loads(&mut self) {
+        for l in &mut self.loading {
+            l.superseded = true;
+        }
+    }
+}
 
 impl<K: Send + 'static, V: Send + 'static> Inner<K, V> {
     /// Moves `entry` into a block of the shard's slab.

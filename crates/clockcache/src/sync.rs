@@ -41,6 +41,7 @@ mod imp {
         AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };
     pub(crate) use std::sync::Arc;
+    pub(crate) use std::thread_local;
 
     /// A condition variable with a guard-by-value `wait`, the shape both
     /// parking_lot and loom can provide.
@@ -111,6 +112,7 @@ mod imp {
         AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };
     pub(crate) use loom::sync::{Arc, MutexGuard};
+    pub(crate) use loom::thread_local;
 
     /// parking_lot-shaped mutex over loom's (no poisoning: a panic while the
     /// lock is held leaves the data as it was, as with parking_lot).
