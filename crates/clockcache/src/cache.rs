@@ -5,20 +5,16 @@ use crate::builder::CacheBuilder;
 use crate::clock::{duration_nanos, ClockSource};
 use crate::entry::{Entry, NEVER};
 use crate::expiry::Expiry;
-#[cfg(not(loom))]
-use crate::loader::Tracked;
-use crate::loader::{Outcome, Pending, SharedError};
-use crate::shard::{Listener, Loading, Retired, Shard};
+use crate::shard::{Listener, Retired, Shard};
 use crate::slab::InFlight;
 use crate::stats::{CacheStats, ReadCounters};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
 use crate::RemovalCause;
-use std::borrow::Borrow;
+use equivalent::Equivalent;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::ptr::NonNull;
-use std::sync::Arc as StdArc;
 use std::time::Duration;
 
 /// Computes an entry's weight (see [`CacheBuilder::weigher`]).
@@ -109,13 +105,6 @@ where
     }
 }
 
-/// What an insert's key needs from a load in flight.
-pub(crate) enum Flight<V> {
-    Lead(Arc<Pending<V>>),
-    Join(Arc<Pending<V>>),
-    Found(V),
-}
-
 impl<K, V, S> Cache<K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,
@@ -130,7 +119,7 @@ where
     /// An empty list of departures for one write, recorded only when a
     /// listener will hear of them.
     #[inline]
-    fn retired(&self) -> Retired<K, V> {
+    pub(crate) fn retired(&self) -> Retired<K, V> {
         Retired::new(self.core.listener.is_some())
     }
 
@@ -151,8 +140,7 @@ where
     #[inline]
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         self.lookup::<Q, true>(key)
     }
@@ -160,10 +148,9 @@ where
     /// [`get`](Self::get), counting a miss only if `COUNT_MISS` (a loading
     /// call counts its miss where it decides to load or wait).
     #[inline(always)]
-    fn lookup<Q, const COUNT_MISS: bool>(&self, key: &Q) -> Option<V>
+    pub(crate) fn lookup<Q, const COUNT_MISS: bool>(&self, key: &Q) -> Option<V>
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         let hash = self.hash(key);
         let shard = self.shard(hash);
@@ -196,7 +183,7 @@ where
     /// publication stored (Release), so a reader that finds such an entry
     /// sees the flag set.
     #[inline]
-    fn live_for_read(&self, e: &Entry<K, V>) -> bool {
+    pub(crate) fn live_for_read(&self, e: &Entry<K, V>) -> bool {
         if !self.core.may_expire.load(Ordering::Relaxed) {
             return true;
         }
@@ -225,8 +212,7 @@ where
     /// miss (and without extending a time-to-idle deadline).
     pub fn peek<Q>(&self, key: &Q) -> Option<V>
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         let hash = self.hash(key);
         let guard = epoch::pin();
@@ -242,8 +228,7 @@ where
     /// Whether `key` has a live entry (no recency change).
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         let hash = self.hash(key);
         let guard = epoch::pin();
@@ -400,7 +385,7 @@ where
 
     /// The time for a write: the clock, or 0 while no entry can expire
     /// (nothing is due at 0, so purging and expiry checks then do nothing).
-    fn writer_now(&self, explicit_ttl: bool) -> u64 {
+    pub(crate) fn writer_now(&self, explicit_ttl: bool) -> u64 {
         let core = &*self.core;
         if explicit_ttl && !core.may_expire.load(Ordering::Relaxed) {
             core.may_expire.store(true, Ordering::Relaxed);
@@ -415,7 +400,7 @@ where
     /// Builds the entry for `key` and inserts it into its shard, whose
     /// lock the caller holds (`inner`). Returns `insert_locked`'s result.
     #[allow(clippy::too_many_arguments)]
-    fn insert_built(
+    pub(crate) fn insert_built(
         &self,
         inner: &mut crate::shard::Inner<K, V>,
         hash: u64,
@@ -456,7 +441,7 @@ where
     /// After a write: keeps the count of shards over budget and, while any
     /// is, evicts across shards (one shard lock at a time, never the entry
     /// `protect`) until the whole cache is within its capacity.
-    fn settle(
+    pub(crate) fn settle(
         &self,
         change: isize,
         protect: *const Entry<K, V>,
@@ -527,8 +512,7 @@ where
     /// `None` returned.
     pub fn remove<Q>(&self, key: &Q) -> Option<V>
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         self.remove_if(key, |_| true)
     }
@@ -548,8 +532,7 @@ where
     /// ```
     pub fn remove_if<Q, F>(&self, key: &Q, pred: F) -> Option<V>
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
         F: FnOnce(&V) -> bool,
     {
         let hash = self.hash(key);
@@ -576,199 +559,6 @@ where
         });
         self.release(retired, guard);
         value
-    }
-
-    /// The value for `key`, computing and inserting it with `init` on a miss.
-    ///
-    /// Single flight: while one caller runs `init` for a key, other callers
-    /// for the same key (sync or async) wait for its value instead of
-    /// running their own. If `init` panics, the waiters are released and one
-    /// of them runs its own `init`. A write of the key while `init` runs
-    /// (`insert`, `remove`, `replace_if`, `clear`) wins: the loaded value is
-    /// returned but not inserted over it.
-    ///
-    /// `init` must not load its own key through this cache: that would wait
-    /// for itself, so it panics with a message saying so (and the key is not
-    /// left stuck).
-    ///
-    /// ```
-    /// use clockcache::Cache;
-    ///
-    /// let cache: Cache<u32, String> = Cache::new(100);
-    /// let v = cache.get_or_insert_with(7, || "seven".to_string());
-    /// assert_eq!(v, "seven");
-    /// // A hit: `init` does not run.
-    /// assert_eq!(cache.get_or_insert_with(7, || unreachable!()), "seven");
-    /// ```
-    pub fn get_or_insert_with<F>(&self, key: K, init: F) -> V
-    where
-        F: FnOnce() -> V,
-    {
-        match self.get_or_try_insert_with(key, || Ok::<V, std::convert::Infallible>(init())) {
-            Ok(v) => v,
-            Err(never) => match *never {},
-        }
-    }
-
-    /// Like [`get_or_insert_with`](Self::get_or_insert_with) with a fallible
-    /// `init`. An error inserts nothing and is shared: this caller and every
-    /// caller that waited on the same load with the same error type get the
-    /// same `Arc` of it, and `init` ran once for all of them. (A waiter whose
-    /// error type differs starts over.)
-    ///
-    /// ```
-    /// use clockcache::Cache;
-    ///
-    /// let cache: Cache<u32, u32> = Cache::new(100);
-    /// let r = cache.get_or_try_insert_with(1, || Err::<u32, _>("database down"));
-    /// assert_eq!(*r.unwrap_err(), "database down");
-    /// assert!(cache.get(&1).is_none());
-    /// ```
-    pub fn get_or_try_insert_with<E, F>(&self, key: K, init: F) -> Result<V, StdArc<E>>
-    where
-        F: FnOnce() -> Result<V, E>,
-        E: Send + Sync + 'static,
-    {
-        if let Some(v) = self.lookup::<K, false>(&key) {
-            return Ok(v);
-        }
-        let hash = self.hash(&key);
-        let mut key = Some(key);
-        let mut init = Some(init);
-        loop {
-            match self.begin_load(hash, &mut key) {
-                Flight::Found(v) => return Ok(v),
-                Flight::Join(p) => match p.wait() {
-                    Outcome::Value(v) => return Ok(v),
-                    Outcome::Error(e) => {
-                        if let Ok(e) = e.downcast::<E>() {
-                            return Err(e);
-                        }
-                    }
-                    // The loader panicked: start over.
-                    Outcome::Retry => {}
-                },
-                Flight::Lead(p) => {
-                    let lead = Lead::new(self, hash, &p);
-                    let init = init.take().expect("a caller leads at most one load");
-                    let r = {
-                        let _active = p.enter();
-                        init()
-                    };
-                    return lead.end(r);
-                }
-            }
-        }
-    }
-
-    /// The value for `key`, computing and inserting it with the future
-    /// `init` on a miss: the async form of
-    /// [`get_or_insert_with`](Self::get_or_insert_with), with the same
-    /// single flight, shared with the blocking form. Waiters `.await`
-    /// instead of blocking their thread, and the engine needs no particular
-    /// runtime.
-    ///
-    /// Cancellation-safe: if the leading caller's future is dropped before
-    /// `init` finishes (a client gone, a timeout), its load is withdrawn and
-    /// one of the waiters runs its own `init`; no waiter hangs and nothing
-    /// stays behind.
-    ///
-    /// ```
-    /// use clockcache::Cache;
-    ///
-    /// # async fn fetch(id: u32) -> String { format!("user {id}") }
-    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// let cache: Cache<u32, String> = Cache::new(100);
-    /// // Any runtime: the engine only awaits its own wake-ups.
-    /// let v = cache.get_or_insert_async(42, fetch(42)).await;
-    /// assert_eq!(v, "user 42");
-    /// # });
-    /// ```
-    #[cfg(not(loom))]
-    pub async fn get_or_insert_async<F>(&self, key: K, init: F) -> V
-    where
-        F: std::future::Future<Output = V>,
-    {
-        let init = async { Ok::<V, std::convert::Infallible>(init.await) };
-        match self.get_or_try_insert_async(key, init).await {
-            Ok(v) => v,
-            Err(never) => match *never {},
-        }
-    }
-
-    /// The async form of
-    /// [`get_or_try_insert_with`](Self::get_or_try_insert_with): an error
-    /// inserts nothing and every waiter of the same error type gets the same
-    /// `Arc` of it. Cancellation-safe, as
-    /// [`get_or_insert_async`](Self::get_or_insert_async).
-    #[cfg(not(loom))]
-    pub async fn get_or_try_insert_async<E, F>(&self, key: K, init: F) -> Result<V, StdArc<E>>
-    where
-        F: std::future::Future<Output = Result<V, E>>,
-        E: Send + Sync + 'static,
-    {
-        if let Some(v) = self.lookup::<K, false>(&key) {
-            return Ok(v);
-        }
-        let hash = self.hash(&key);
-        let mut key = Some(key);
-        let mut init = Some(init);
-        loop {
-            let flight = self.begin_load(hash, &mut key);
-            match flight {
-                Flight::Found(v) => return Ok(v),
-                Flight::Join(p) => match p.wait_async().await {
-                    Outcome::Value(v) => return Ok(v),
-                    Outcome::Error(e) => {
-                        if let Ok(e) = e.downcast::<E>() {
-                            return Err(e);
-                        }
-                    }
-                    // The leader panicked or was cancelled: start over.
-                    Outcome::Retry => {}
-                },
-                Flight::Lead(p) => {
-                    let lead = Lead::new(self, hash, &p);
-                    let init = init.take().expect("a caller leads at most one load");
-                    let mut init = std::pin::pin!(init);
-                    let r = Tracked {
-                        pending: &p,
-                        future: init.as_mut(),
-                    }
-                    .await;
-                    return lead.end(r);
-                }
-            }
-        }
-    }
-
-    /// Under the shard lock: the live value (a hit), else the load of `key`
-    /// to join, else a new load that this caller leads (taking the key).
-    pub(crate) fn begin_load(&self, hash: u64, key: &mut Option<K>) -> Flight<V> {
-        let shard = self.shard(hash);
-        let guard = epoch::pin();
-        let mut inner = shard.inner.lock();
-        let k = key.as_ref().expect("the key is kept until a load starts");
-        let found = shard.table(&guard).find(hash, k, &guard);
-        if let Some(e) = found.filter(|e| self.live_for_read(e)) {
-            // Found under the lock: a hit like any other (recency, time to
-            // idle, statistics).
-            e.touch();
-            self.core.reads.hit();
-            return Flight::Found(e.value().clone());
-        }
-        self.core.reads.miss();
-        if let Some(l) = inner.loading.iter().find(|l| l.hash == hash && l.key == *k) {
-            return Flight::Join(l.pending.clone());
-        }
-        let pending = Arc::new(Pending::new());
-        inner.loading.push(Loading {
-            hash,
-            key: key.take().expect("checked above"),
-            pending: pending.clone(),
-            superseded: false,
-        });
-        Flight::Lead(pending)
     }
 
     /// Removes every entry for which `keep` returns false (reported as
@@ -845,7 +635,7 @@ where
     /// descheduled while pinned), it helps the collector (see
     /// `help_collector`).
     #[inline]
-    fn release(&self, retired: Retired<K, V>, guard: Guard) {
+    pub(crate) fn release(&self, retired: Retired<K, V>, guard: Guard) {
         let sealed = retired.sealed;
         retired.release(self.core.listener.as_ref(), &guard);
         drop(guard);
@@ -1014,125 +804,5 @@ where
     /// or removed meanwhile may or may not be.
     pub fn iter(&self) -> crate::iter::Iter<'_, K, V, S> {
         crate::iter::Iter::new(self)
-    }
-}
-
-/// The caller running a load. Dropped unfinished (the loader panicked, or
-/// its future was dropped), it withdraws the load and releases the waiters,
-/// who start over.
-pub(crate) struct Lead<'a, K, V, S>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    cache: &'a Cache<K, V, S>,
-    hash: u64,
-    pending: &'a Arc<Pending<V>>,
-    done: bool,
-}
-
-impl<'a, K, V, S> Lead<'a, K, V, S>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    pub(crate) fn new(cache: &'a Cache<K, V, S>, hash: u64, pending: &'a Arc<Pending<V>>) -> Self {
-        Lead {
-            cache,
-            hash,
-            pending,
-            done: false,
-        }
-    }
-
-    /// Withdraws the load record.
-    fn withdraw(&self, inner: &mut crate::shard::Inner<K, V>) -> Option<Loading<K, V>> {
-        let i = inner
-            .loading
-            .iter()
-            .position(|l| Arc::ptr_eq(&l.pending, self.pending))?;
-        Some(inner.loading.swap_remove(i))
-    }
-
-    /// Ends the load with the loader's result, returned to the caller.
-    fn end<E: Send + Sync + 'static>(mut self, r: Result<V, E>) -> Result<V, StdArc<E>> {
-        match r {
-            Ok(v) => {
-                self.succeed(v.clone());
-                Ok(v)
-            }
-            Err(e) => {
-                let e = StdArc::new(e);
-                let shared: SharedError = e.clone();
-                let record = {
-                    let mut inner = self.cache.shard(self.hash).inner.lock();
-                    self.withdraw(&mut inner)
-                };
-                // The key is dropped outside the lock.
-                drop(record);
-                self.done = true;
-                self.pending.fail(shared);
-                Err(e)
-            }
-        }
-    }
-
-    /// Inserts the loaded value and withdraws the load in one critical
-    /// section (so no caller can see neither), unless a write superseded the
-    /// load, then hands the value to the waiters.
-    fn succeed(&mut self, value: V) {
-        let cache = self.cache;
-        let shard = cache.shard(self.hash);
-        let now = cache.writer_now(false);
-        let guard = epoch::pin();
-        let mut retired = cache.retired();
-        let mut inner = shard.inner.lock();
-        let record = self
-            .withdraw(&mut inner)
-            .expect("only the leader withdraws its load");
-        if record.superseded {
-            drop(inner);
-            self.done = true;
-            self.pending.succeed(value);
-            drop(record);
-            return;
-        }
-        let (change, new) = cache.insert_built(
-            &mut inner,
-            self.hash,
-            record.key,
-            value.clone(),
-            None,
-            now,
-            &mut retired,
-            &guard,
-        );
-        drop(inner);
-        self.done = true;
-        self.pending.succeed(value);
-        cache.settle(change, new, now, &mut retired, &guard);
-        cache.release(retired, guard);
-    }
-}
-
-impl<K, V, S> Drop for Lead<'_, K, V, S>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let shard = self.cache.shard(self.hash);
-        let record = {
-            let mut inner = shard.inner.lock();
-            self.withdraw(&mut inner)
-        };
-        drop(record);
-        self.pending.abandon();
     }
 }

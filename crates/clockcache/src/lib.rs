@@ -81,6 +81,7 @@ mod clock;
 mod entry;
 mod expiry;
 mod iter;
+mod load;
 mod loader;
 mod policy;
 mod raw;
@@ -98,6 +99,8 @@ pub use cache::Cache;
 pub use clock::{Clock, MockClock, SystemClock};
 pub use expiry::Expiry;
 pub use iter::Iter;
+#[cfg(not(loom))]
+pub use load::{GuardResult, Placeholder};
 pub use policy::EvictionPolicy;
 pub use stats::CacheStats;
 

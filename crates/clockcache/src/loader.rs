@@ -122,6 +122,25 @@ impl<V: Clone> Pending<V> {
         }
     }
 
+    /// Blocks until the load ends or `deadline` (if any) passes; `None` if
+    /// it passed first.
+    #[cfg(not(loom))]
+    pub(crate) fn wait_until(&self, deadline: Option<std::time::Instant>) -> Option<Outcome<V>> {
+        let Some(deadline) = deadline else {
+            return Some(self.wait());
+        };
+        self.check_not_own();
+        let mut s = self.state.lock();
+        loop {
+            if let Some(o) = Self::outcome(&s) {
+                return Some(o);
+            }
+            if self.ready.wait_until(&mut s, deadline) {
+                return Self::outcome(&s);
+            }
+        }
+    }
+
     /// Waits, without blocking the thread, until the load ends.
     #[cfg(not(loom))]
     pub(crate) async fn wait_async(&self) -> Outcome<V> {

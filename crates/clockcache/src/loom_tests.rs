@@ -355,10 +355,10 @@ fn loom_single_flight_leader_gives_up() {
             thread::spawn(move || c.get_or_insert_with(5, || 60))
         };
         thread::yield_now();
-        let mut key = Some(5);
-        if let crate::cache::Flight::Lead(p) = c.begin_load(h, &mut key) {
+        let mut key = crate::load::Owned(Some(5));
+        if let crate::load::Flight::Lead(p) = c.begin_load(h, &mut key) {
             // The leader's drop guard, as when its future is dropped.
-            drop(crate::cache::Lead::new(&c, h, &p));
+            drop(crate::load::Lead::new(&c, h, p));
         }
         assert_eq!(w.join().unwrap(), 60);
         assert_eq!(c.get(&5), Some(60));

@@ -48,7 +48,7 @@
 use crate::entry::Entry;
 use crate::sync::epoch::Guard;
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::borrow::Borrow;
+use equivalent::Equivalent;
 
 /// Slots per bucket.
 const GROUP: usize = 7;
@@ -306,8 +306,7 @@ impl<K, V> RawTable<K, V> {
     #[inline]
     fn locate<Q>(&self, hash: u64, key: &Q, order: Ordering) -> Option<(usize, *mut Entry<K, V>)>
     where
-        K: Borrow<Q>,
-        Q: Eq + ?Sized,
+        Q: Equivalent<K> + ?Sized,
     {
         let tag = tag_of(hash);
         let mut b = self.home(hash);
@@ -328,7 +327,7 @@ impl<K, V> RawTable<K, V> {
                 // shard lock held, when every pointer in the table is live.
                 // SAFETY: a live (or pinned-reachable) entry, as argued above.
                 let e = unsafe { &*p };
-                if e.key().borrow() == key {
+                if key.equivalent(e.key()) {
                     return Some((handle(b, i), p));
                 }
             }
@@ -352,8 +351,7 @@ impl<K, V> RawTable<K, V> {
         _guard: &'g Guard,
     ) -> Option<&'g Entry<K, V>>
     where
-        K: Borrow<Q>,
-        Q: Eq + ?Sized,
+        Q: Equivalent<K> + ?Sized,
     {
         let (_, p) = self.locate(hash, key, Ordering::Acquire)?;
         // SAFETY: see `locate`: loaded while `_guard` is pinned, so the
@@ -364,8 +362,7 @@ impl<K, V> RawTable<K, V> {
     /// Slot of the live entry for `key` (writer only, shard lock held).
     pub(crate) fn find_slot<Q>(&self, hash: u64, key: &Q) -> Option<usize>
     where
-        K: Borrow<Q>,
-        Q: Eq + ?Sized,
+        Q: Equivalent<K> + ?Sized,
     {
         self.locate(hash, key, Ordering::Relaxed)
             .map(|(slot, _)| slot)

@@ -17,7 +17,7 @@ use crate::sync::epoch::{self, Guard, Owned};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::RemovalCause;
 use crossbeam_utils::CachePadded;
-use std::borrow::Borrow;
+use equivalent::Equivalent;
 use std::ptr::NonNull;
 
 /// How many due deadlines an insert reclaims on its way (more are reclaimed
@@ -173,14 +173,13 @@ impl<K, V> Inner<K, V> {
     #[inline]
     pub(crate) fn supersede_load<Q>(&mut self, hash: u64, key: &Q)
     where
-        K: std::borrow::Borrow<Q>,
-        Q: Eq + ?Sized,
+        Q: Equivalent<K> + ?Sized,
     {
         if self.loading.is_empty() {
             return;
         }
         for l in &mut self.loading {
-            if l.hash == hash && l.key.borrow() == key {
+            if l.hash == hash && key.equivalent(&l.key) {
                 l.superseded = true;
             }
         }
@@ -551,8 +550,7 @@ where
         guard: &Guard,
     ) -> Option<NonNull<Entry<K, V>>>
     where
-        K: Borrow<Q>,
-        Q: Eq + ?Sized,
+        Q: Equivalent<K> + ?Sized,
     {
         let table = self.table(guard);
         let slot = table.find_slot(hash, key)?;

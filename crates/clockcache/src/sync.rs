@@ -58,6 +58,15 @@ mod imp {
             guard
         }
 
+        /// Waits until notified or `deadline` passes; `true` if it passed.
+        pub(crate) fn wait_until<T>(
+            &self,
+            guard: &mut MutexGuard<'_, T>,
+            deadline: std::time::Instant,
+        ) -> bool {
+            self.0.wait_until(guard, deadline).timed_out()
+        }
+
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
         }

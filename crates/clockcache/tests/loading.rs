@@ -363,3 +363,121 @@ fn the_async_loading_future_is_send() {
     let g = c.get_or_try_insert_async("k".to_owned(), async { Ok::<u32, String>(1) });
     assert_send(&g);
 }
+
+/// A key type that counts its clones: `ToOwned` on a borrowed form makes one.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Counted(u32);
+
+static CLONES: AtomicUsize = AtomicUsize::new(0);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        CLONES.fetch_add(1, Ordering::SeqCst);
+        Counted(self.0)
+    }
+}
+
+/// The `_by_ref` loaders clone the key only when they start a load: a hit,
+/// blocking or async, clones nothing.
+#[test]
+fn by_ref_loaders_clone_the_key_only_on_a_miss() {
+    let c: Cache<Counted, u32> = Cache::new(100);
+    let k = Counted(3);
+    let before = CLONES.load(Ordering::SeqCst);
+    assert_eq!(c.get_or_insert_with_by_ref(&k, || 30), 30);
+    assert_eq!(CLONES.load(Ordering::SeqCst), before + 1);
+    for _ in 0..10 {
+        assert_eq!(c.get_or_insert_with_by_ref(&k, || unreachable!()), 30);
+        let r = c.get_or_try_insert_with_by_ref(&k, || Err::<u32, ()>(()));
+        assert_eq!(r.ok(), Some(30));
+    }
+    let rt = current_thread();
+    rt.block_on(async {
+        assert_eq!(c.get_or_insert_async_by_ref(&k, async { 0 }).await, 30);
+        let r = c.get_or_try_insert_async_by_ref(&k, async { Err::<u32, ()>(()) });
+        assert_eq!(r.await.ok(), Some(30));
+    });
+    assert_eq!(CLONES.load(Ordering::SeqCst), before + 1);
+    // A String-keyed cache is looked up with a &str.
+    let s: Cache<String, usize> = Cache::new(10);
+    assert_eq!(s.get_or_insert_with_by_ref("abc", || 3), 3);
+    assert_eq!(s.get("abc"), Some(3));
+    assert_eq!(s.remove("abc"), Some(3));
+}
+
+/// A placeholder holds the key's load: a second caller waits for it and gets
+/// the value it is filled with; the waiter's timeout is honoured while the
+/// placeholder is held.
+#[test]
+fn a_placeholder_is_waited_for_and_a_wait_can_time_out() {
+    use clockcache::GuardResult;
+    let c: Cache<String, u32> = Cache::new(100);
+    let GuardResult::Guard(p) = c.get_value_or_guard("k", None) else {
+        panic!("an empty cache hands out the placeholder");
+    };
+    assert!(matches!(
+        c.get_value_or_guard("k", Some(Duration::from_millis(20))),
+        GuardResult::Timeout
+    ));
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| c.get_or_insert_with("k".to_owned(), || unreachable!()));
+        std::thread::sleep(Duration::from_millis(20));
+        p.insert(7);
+        assert_eq!(waiter.join().unwrap(), 7);
+    });
+    assert!(matches!(
+        c.get_value_or_guard("k", None),
+        GuardResult::Value(7)
+    ));
+}
+
+/// A placeholder dropped unfilled releases its waiters: one of them loads.
+#[test]
+fn a_dropped_placeholder_hands_the_load_over() {
+    use clockcache::GuardResult;
+    let c: Cache<String, u32> = Cache::new(100);
+    let GuardResult::Guard(p) = c.get_value_or_guard("k", None) else {
+        panic!("an empty cache hands out the placeholder");
+    };
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| c.get_or_insert_with("k".to_owned(), || 9));
+        std::thread::sleep(Duration::from_millis(20));
+        drop(p);
+        assert_eq!(waiter.join().unwrap(), 9);
+    });
+    assert_eq!(c.get("k"), Some(9));
+}
+
+/// A write of the key while its placeholder is held wins over the fill.
+#[test]
+fn a_write_made_while_a_placeholder_was_held_wins() {
+    use clockcache::GuardResult;
+    let c: Cache<String, u32> = Cache::new(100);
+    let GuardResult::Guard(p) = c.get_value_or_guard("k", None) else {
+        panic!("an empty cache hands out the placeholder");
+    };
+    c.insert("k".to_owned(), 1);
+    p.insert(2);
+    assert_eq!(c.get("k"), Some(1));
+}
+
+/// The async placeholder: a task that got it fills it, and a task waiting on
+/// it gets the value; a caller that gives up waiting (a runtime timeout)
+/// leaves the placeholder's load alone.
+#[test]
+fn an_async_placeholder_is_awaited() {
+    let c: Cache<String, u32> = Cache::new(100);
+    multi_thread().block_on(async {
+        let p = c.get_value_or_guard_async("k").await.unwrap_err();
+        let timed_out =
+            tokio::time::timeout(Duration::from_millis(20), c.get_value_or_guard_async("k")).await;
+        assert!(timed_out.is_err());
+        let c2 = c.clone();
+        let waiter =
+            tokio::spawn(async move { c2.get_or_insert_async("k".into(), async { 0 }).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        p.insert(4);
+        assert_eq!(waiter.await.unwrap(), 4);
+    });
+    assert_eq!(c.get("k"), Some(4));
+}
