@@ -220,7 +220,7 @@ where
         (!self.is_expired_now(e)).then(|| e.value().clone())
     }
 
-    fn is_expired_now(&self, e: &Entry<K, V>) -> bool {
+    pub(crate) fn is_expired_now(&self, e: &Entry<K, V>) -> bool {
         let d = e.deadline.load(Ordering::Relaxed);
         d != NEVER && d <= self.core.clock.now()
     }
@@ -495,7 +495,7 @@ where
         }
     }
 
-    fn count_over(&self, change: isize) {
+    pub(crate) fn count_over(&self, change: isize) {
         match change {
             1 => {
                 self.core.over.fetch_add(1, Ordering::AcqRel);

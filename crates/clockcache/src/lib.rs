@@ -78,6 +78,7 @@
 mod builder;
 mod cache;
 mod clock;
+mod compute;
 mod entry;
 mod expiry;
 mod iter;
@@ -97,6 +98,7 @@ mod loom_tests;
 pub use builder::{CacheBuilder, DEFAULT_CAPACITY, DEFAULT_PRESIZED_ENTRIES};
 pub use cache::Cache;
 pub use clock::{Clock, MockClock, SystemClock};
+pub use compute::{AndModify, CompResult, EntryRef, Op};
 pub use expiry::Expiry;
 pub use iter::Iter;
 #[cfg(not(loom))]

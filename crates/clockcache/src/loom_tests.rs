@@ -290,6 +290,24 @@ fn loom_two_replace_if_increments() {
     });
 }
 
+/// Two `upsert`s of one counter: no increment is lost (the read and the
+/// write happen under one hold of the shard lock). With the lookup and the
+/// function moved before the lock, loom finds a run that ends at 1.
+#[test]
+fn loom_two_upserts_increment() {
+    loom::model(|| {
+        let c = cache(4, &MockClock::new());
+        c.insert(1, 0);
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.upsert(1, |n| n.map_or(1, |n| n + 1)))
+        };
+        c.upsert(1, |n| n.map_or(1, |n| n + 1));
+        w.join().unwrap();
+        assert_eq!(c.get(&1), Some(2));
+    });
+}
+
 /// `clear` racing an insert: afterwards the cache is empty or holds exactly
 /// the inserted entry, and its counts agree with what `get` sees.
 #[test]

@@ -7,7 +7,7 @@
 //! it, and then the two must agree exactly: same live contents, same expired
 //! entries hidden, same length, and the capacity bound respected.
 
-use clockcache::{Cache, EvictionPolicy, MockClock, RemovalCause};
+use clockcache::{Cache, CompResult, EvictionPolicy, MockClock, Op as Decide, RemovalCause};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,14 @@ enum Op {
     /// `replace_if` with a predicate that accepts even values (a TTL when
     /// the third field is set).
     ReplaceIfEven(u8, u16, Option<u8>),
+    /// `compute` with a decision taken from the old value (see `decide`).
+    Compute(u8, u16),
+    /// `upsert` storing `old ^ v`, or `v` when absent.
+    Upsert(u8, u16),
+    /// `entry(k).or_insert(v)`.
+    EntryOrInsert(u8, u16),
+    /// `entry(k).and_modify(|o| o + v).or_insert(v)`.
+    EntryModify(u8, u16),
     RetainEven,
     Clear,
     Purge,
@@ -39,13 +47,31 @@ fn op() -> impl Strategy<Value = Op> {
         2 => key.clone().prop_map(Op::Peek),
         2 => key.clone().prop_map(Op::Remove),
         2 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::GetOrInsert(k, v)),
-        2 => (key, any::<u16>(), prop::option::of(0u8..6))
+        2 => (key.clone(), any::<u16>(), prop::option::of(0u8..6))
             .prop_map(|(k, v, t)| Op::ReplaceIfEven(k, v, t)),
+        2 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::Compute(k, v)),
+        1 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::Upsert(k, v)),
+        1 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::EntryOrInsert(k, v)),
+        1 => (key.clone(), any::<u16>()).prop_map(|(k, v)| Op::EntryModify(k, v)),
         1 => Just(Op::RetainEven),
         1 => Just(Op::Clear),
         1 => Just(Op::Purge),
         2 => (0u8..4).prop_map(Op::Advance),
     ]
+}
+
+/// The compute decision of the property test: absent keys get `v` unless
+/// `v % 3 == 0`; present ones are removed, bumped or kept by `old % 3`.
+fn decide(old: Option<&u16>, v: u16) -> Decide<u16> {
+    match old {
+        None if v % 3 == 0 => Decide::Nop,
+        None => Decide::Put(v),
+        Some(o) => match o % 3 {
+            0 => Decide::Remove,
+            1 => Decide::Put(o.wrapping_add(v)),
+            _ => Decide::Nop,
+        },
+    }
 }
 
 /// Reference model: key -> (value, deadline in seconds, u64::MAX = never).
@@ -135,6 +161,56 @@ fn run(
                     }
                 };
                 prop_assert_eq!(stored, expected, "replace_if {}", k);
+            }
+            Op::Compute(k, v) => {
+                let live = m.live(k);
+                let expected = match decide(live.as_ref(), v) {
+                    Decide::Nop => live.map_or(CompResult::StillNone, CompResult::Unchanged),
+                    Decide::Remove => {
+                        may_remove = true;
+                        CompResult::Removed(live.expect("only a present key is removed"))
+                    }
+                    Decide::Put(n) => {
+                        replaced = m.map.insert(k, (n, u64::MAX)).map(|(old, _)| (k, old));
+                        if live.is_some() {
+                            CompResult::ReplacedWith(n)
+                        } else {
+                            CompResult::Inserted(n)
+                        }
+                    }
+                };
+                prop_assert_eq!(
+                    cache.compute(k, |o| decide(o, v)),
+                    expected,
+                    "compute {}",
+                    k
+                );
+            }
+            Op::Upsert(k, v) => {
+                let n = m.live(k).map_or(v, |o| o ^ v);
+                replaced = m.map.insert(k, (n, u64::MAX)).map(|(old, _)| (k, old));
+                prop_assert_eq!(
+                    cache.upsert(k, |o| o.map_or(v, |o| o ^ v)),
+                    n,
+                    "upsert {}",
+                    k
+                );
+            }
+            Op::EntryOrInsert(k, v) => {
+                let expected = m.live(k).unwrap_or(v);
+                if m.live(k).is_none() {
+                    replaced = m.map.insert(k, (v, u64::MAX)).map(|(old, _)| (k, old));
+                }
+                prop_assert_eq!(cache.entry(k).or_insert(v), expected, "or_insert {}", k);
+            }
+            Op::EntryModify(k, v) => {
+                let n = m.live(k).map_or(v, |o| o.wrapping_add(v));
+                replaced = m.map.insert(k, (n, u64::MAX)).map(|(old, _)| (k, old));
+                let got = cache
+                    .entry(k)
+                    .and_modify(|o| o.wrapping_add(v))
+                    .or_insert(v);
+                prop_assert_eq!(got, n, "and_modify {}", k);
             }
             Op::RetainEven => {
                 may_remove = true;
