@@ -51,6 +51,9 @@ mod tiered;
 #[cfg(feature = "tower-sessions")]
 pub mod tower;
 
+#[cfg(feature = "actix-session")]
+pub mod actix;
+
 pub use clockcache::{CacheStats, RemovalCause};
 pub use error::SessionCacheError;
 pub use memory::{InMemoryOptions, InMemorySessionCacheStrategy, Ttl};
