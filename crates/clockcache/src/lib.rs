@@ -64,6 +64,35 @@
 //! assert!(cache.stats().hits > 0);
 //! ```
 //!
+//! # Loading and updating
+//!
+//! A miss can load its value once for every concurrent caller (single
+//! flight), from blocking code or async code on any runtime; a failed load
+//! hands every waiter the same `Arc` of its error, and a write of the key
+//! while it ran wins over it. [`Cache::compute`], [`Cache::upsert`] and
+//! [`Cache::entry`] read and write one key atomically.
+//!
+//! ```
+//! use clockcache::{Cache, Op};
+//! use std::sync::Arc;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let sessions: Cache<String, Arc<str>> = Cache::new(1_000);
+//! // Borrowed key: cloned only if this call loads.
+//! let s = sessions
+//!     .get_or_try_insert_async_by_ref("token", async { Ok::<_, String>(Arc::from("alice")) })
+//!     .await
+//!     .unwrap();
+//! assert_eq!(&*s, "alice");
+//! // Logout removes it only if it is still the session we saw.
+//! sessions.compute("token".to_string(), |v| match v {
+//!     Some(v) if **v == *"alice" => Op::Remove,
+//!     _ => Op::Nop,
+//! });
+//! assert!(sessions.get("token").is_none());
+//! # });
+//! ```
+//!
 //! # Choosing settings
 //!
 //! - [`Cache::new`] bounds the number of entries; [`CacheBuilder::weigher`]
