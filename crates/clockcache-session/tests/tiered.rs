@@ -5,7 +5,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clockcache_session::{SessionCacheStrategy, TieredOptions, TieredSessionCacheStrategy};
+use clockcache_session::{
+    SessionCacheStrategy, TieredOptions, TieredSessionCacheStrategy, DEFAULT_NAMESPACE,
+};
 use common::{anonymous, init_tracing, session, RedisServer};
 use redis::Commands;
 
@@ -183,14 +185,22 @@ async fn near_entries_never_outlive_cache_expiry() {
         return;
     };
     let a = tiered(&server).await;
-    // Stale for the cache (cache_expiry passed) but the session itself is still valid: Redis
-    // keeps it (SessionCache will reload it), the near cache must not hold it.
+    // Stale for the cache (cache_expiry passed) but the session itself is still valid: the
+    // near cache must not hold it, and neither does Redis (its key lives until cache_expiry;
+    // SessionCache reloads it either way).
     let mut s = session("stale", 1);
     s.cache_expiry -= 3600.0;
     a.set(Arc::new(s.clone())).await.unwrap();
     assert!(!a.near_contains("stale"));
-    assert_eq!(a.get("stale").await.as_deref(), Some(&s));
+    assert_eq!(a.get("stale").await, None);
     assert!(!a.near_contains("stale"));
+    // A fresh copy's Redis key lives until its cache_expiry (300 s), not its `expires` (1 h).
+    a.set(Arc::new(session("fresh", 1))).await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{DEFAULT_NAMESPACE}:fresh"))
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(pttl > 250_000 && pttl <= 300_000, "PTTL {pttl}");
     // Past `expires`: neither tier serves it.
     a.set(Arc::new(anonymous("gone", -1))).await.unwrap();
     assert_eq!(a.get("gone").await, None);
