@@ -563,6 +563,11 @@ impl SessionCacheStrategy for InMemorySessionCacheStrategy {
         Ok(())
     }
 
+    /// `max`.
+    fn capacity(&self) -> Option<u64> {
+        Some(self.core.cache.capacity())
+    }
+
     async fn set(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {
         self.set_now(session)
     }
