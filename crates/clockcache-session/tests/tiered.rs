@@ -396,3 +396,89 @@ async fn a_logout_on_another_instance_during_a_load_is_not_undone() {
     )
     .await;
 }
+
+/// A port nothing listens on (bound, then released).
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// With Redis down from the start, calls fail (or miss) at once instead of each waiting for a
+/// connection for `connect_timeout`: a correctness bound, not a measurement.
+#[tokio::test]
+async fn calls_while_redis_is_down_at_start_fail_fast() {
+    let opts = TieredOptions::new(format!("redis://127.0.0.1:{}", dead_port()));
+    let connect_timeout = opts.redis.connect_timeout;
+    let a = TieredSessionCacheStrategy::with_options(opts).unwrap();
+    let n = 10u32;
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        assert_eq!(a.get(&format!("t{i}")).await, None);
+        assert!(a.set(Arc::new(session("t", 1))).await.is_err());
+    }
+    let took = start.elapsed();
+    assert!(
+        took < connect_timeout * (2 * n) / 2,
+        "{} calls took {took:?}",
+        2 * n
+    );
+    assert!(!a.is_connected());
+}
+
+/// A health check that merely times out (Redis paused past `op_timeout`) keeps the near cache:
+/// nothing was lost on a connection that still stands. A connection that is killed still
+/// flushes it.
+#[tokio::test]
+async fn a_health_check_timeout_does_not_flush_but_a_lost_connection_does() {
+    init_tracing();
+    let Some(server) =
+        RedisServer::start("a_health_check_timeout_does_not_flush_but_a_lost_connection_does")
+    else {
+        return;
+    };
+    let mut opts = TieredOptions::new(server.url());
+    opts.redis.op_timeout = Duration::from_millis(200);
+    opts.health_check_interval = Duration::from_millis(50);
+    let a = TieredSessionCacheStrategy::with_options(opts).unwrap();
+    a.init().await.unwrap();
+    let s = Arc::new(session("k", 1));
+    a.set(s.clone()).await.unwrap();
+    assert!(a.near_contains("k"));
+    let (flushes, generation) = (a.flushes(), a.generation());
+
+    let mut raw = server.conn();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query(&mut raw)
+        .unwrap();
+    let paused = std::time::Instant::now();
+    wait_until(|| a.health_check_timeouts() > 0).await;
+    // While the checks go unanswered, the near copy is kept but not served: the get reads the
+    // paused Redis, and misses.
+    assert!(a.near_contains("k"));
+    assert_eq!(a.get("k").await, None);
+    // The pause ends; the connection was never lost.
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(paused.elapsed())).await;
+    a.sync_invalidations().await.unwrap();
+    assert_eq!(a.flushes(), flushes, "a timed-out health check flushed");
+    assert_eq!(a.generation(), generation);
+    assert!(a.is_connected());
+    assert!(a.near_contains("k"));
+    assert_eq!(a.get("k").await, Some(s));
+
+    // Killing the connection may lose invalidations: that flushes.
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut raw)
+        .unwrap();
+    wait_rearmed(&a, generation).await;
+    assert!(a.flushes() > flushes);
+    assert!(!a.near_contains("k"));
+}
