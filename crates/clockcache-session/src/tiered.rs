@@ -2,6 +2,7 @@
 //! Redis server-assisted client-side caching (RESP3 `CLIENT TRACKING ... BCAST`).
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -573,6 +574,44 @@ impl TieredSessionCacheStrategy {
         self.inner.health_check_timeouts.load(Ordering::Relaxed)
     }
 
+    /// The write protocol of `set` and `set_if_mark`; `write` makes the Redis write and says
+    /// whether Redis took the session. The near copy is dropped before the write, so no reader
+    /// is served the old value once the write may have landed. NOLOOP: Redis sends this
+    /// instance no invalidation for its own write, so the write must refuse, itself, the fills
+    /// of gets that snapshotted before it landed (their GET may have been queued ahead of the
+    /// SET and read the older value). It bumps the token's epoch now that the SET has been
+    /// answered: a get that snapshots after this sends its GET after the SET was applied. The
+    /// bump is a compare-and-swap against the snapshot taken before the write, so an
+    /// invalidation that came in while the write was on its way (another instance's write of
+    /// the token, applied in Redis after ours) is not hidden by it. A write Redis refused or
+    /// that failed leaves no near copy.
+    async fn write_through<Fut>(
+        &self,
+        session: &Arc<CachedSession>,
+        write: impl FnOnce(MultiplexedConnection) -> Fut,
+    ) -> Result<bool, SessionCacheError>
+    where
+        Fut: Future<Output = Result<bool, SessionCacheError>>,
+    {
+        validate_token(&session.token)?;
+        let c = self.connection().await.ok_or_else(Self::no_connection)?;
+        let inner = &self.inner;
+        let token = &session.token;
+        inner.invalidate_local(token);
+        let before = inner.epochs.snapshot(token);
+        let written = write(c).await;
+        if written.as_ref().is_ok_and(|&took| took) {
+            if !inner.fill_own_write(session, before) {
+                // Something invalidated the token during the write: which value Redis holds is
+                // unknown here, so keep neither.
+                inner.invalidate_local(token);
+            }
+        } else {
+            inner.invalidate_local(token);
+        }
+        written
+    }
+
     fn log<T>(op: &'static str, r: Result<T, SessionCacheError>) -> Result<T, SessionCacheError> {
         if let Err(e) = &r {
             tracing::warn!(op, error = %e, "tiered session cache call failed");
@@ -612,37 +651,13 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
     }
 
     async fn set(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {
-        let r = async {
-            validate_token(&session.token)?;
-            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
-            let inner = &self.inner;
-            let token = &session.token;
-            inner.invalidate_local(token);
-            let before = inner.epochs.snapshot(token);
-            let written = rs::write_session(&mut c, &inner.opts.redis, &session).await;
-            // NOLOOP: Redis sends this instance no invalidation for its own write, so the write
-            // must refuse, itself, the fills of gets that snapshotted before it landed (their
-            // GET may have been queued ahead of the SET and read the older value). It bumps the
-            // token's epoch now that the SET has been answered: a get that snapshots after this
-            // sends its GET after the SET was applied. The bump is a compare-and-swap against
-            // `before`, so an invalidation that came in while the write was on its way (another
-            // instance's write of the token, applied in Redis after ours) is not hidden by it.
-            match written.map(|()| inner.fill_own_write(&session, before)) {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    // Something invalidated the token during the write: which value Redis
-                    // holds is unknown here, so keep neither.
-                    inner.invalidate_local(token);
-                    Ok(())
-                }
-                Err(e) => {
-                    inner.invalidate_local(token);
-                    Err(e)
-                }
-            }
-        }
-        .await;
-        Self::log("set", r)
+        let (opts, s) = (&self.inner.opts.redis, &session);
+        let r = self
+            .write_through(s, |mut c| async move {
+                rs::write_session(&mut c, opts, s).await.map(|()| true)
+            })
+            .await;
+        Self::log("set", r.map(drop))
     }
 
     async fn get(&self, token: &str) -> Option<Arc<CachedSession>> {
@@ -692,34 +707,12 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
         session: Arc<CachedSession>,
         mark: u64,
     ) -> Result<bool, SessionCacheError> {
-        let r = async {
-            validate_token(&session.token)?;
-            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
-            let inner = &self.inner;
-            let token = &session.token;
-            inner.invalidate_local(token);
-            let before = inner.epochs.snapshot(token);
-            let written =
-                rs::write_session_if_mark(&mut c, &inner.opts.redis, &session, mark).await;
-            // As in `set`: the own write refuses older fills, then installs its value.
-            match written {
-                Ok(true) => {
-                    if !inner.fill_own_write(&session, before) {
-                        inner.invalidate_local(token);
-                    }
-                    Ok(true)
-                }
-                Ok(false) => {
-                    inner.invalidate_local(token);
-                    Ok(false)
-                }
-                Err(e) => {
-                    inner.invalidate_local(token);
-                    Err(e)
-                }
-            }
-        }
-        .await;
+        let (opts, s) = (&self.inner.opts.redis, &session);
+        let r = self
+            .write_through(s, |mut c| async move {
+                rs::write_session_if_mark(&mut c, opts, s, mark).await
+            })
+            .await;
         Self::log("set_if_mark", r)
     }
 
