@@ -397,34 +397,14 @@ async fn a_logout_on_another_instance_during_a_load_is_not_undone() {
     .await;
 }
 
-/// A port nothing listens on (bound, then released).
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// With Redis down from the start, calls fail (or miss) at once instead of each waiting for a
 /// connection for `connect_timeout`: a correctness bound, not a measurement.
 #[tokio::test]
 async fn calls_while_redis_is_down_at_start_fail_fast() {
-    let opts = TieredOptions::new(format!("redis://127.0.0.1:{}", dead_port()));
+    let opts = TieredOptions::new(format!("redis://127.0.0.1:{}", common::dead_port()));
     let connect_timeout = opts.redis.connect_timeout;
     let a = TieredSessionCacheStrategy::with_options(opts).unwrap();
-    let n = 10u32;
-    let start = std::time::Instant::now();
-    for i in 0..n {
-        assert_eq!(a.get(&format!("t{i}")).await, None);
-        assert!(a.set(Arc::new(session("t", 1))).await.is_err());
-    }
-    let took = start.elapsed();
-    assert!(
-        took < connect_timeout * (2 * n) / 2,
-        "{} calls took {took:?}",
-        2 * n
-    );
+    common::calls_fail_fast(&a, connect_timeout).await;
     assert!(!a.is_connected());
 }
 
