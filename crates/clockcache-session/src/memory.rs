@@ -48,11 +48,17 @@ pub struct InMemoryOptions {
     /// Run [`prune`](InMemorySessionCacheStrategy::prune) on a background thread this often
     /// (memorystore `checkPeriod`). Pruning never changes recency. Default: off.
     pub check_period: Option<Duration>,
-    /// Called when a session leaves the cache (evicted, expired, deleted or cleared; not when it
-    /// is replaced by a newer copy). memorystore `dispose`. In `stale` mode a session removed
-    /// past its deadline (a stale read, a prune, or a delete of an expired entry) is reported
-    /// as [`RemovalCause::Expired`].
+    /// Called when a session leaves the cache (evicted, expired, deleted or cleared) and, unless
+    /// [`no_dispose_on_set`](Self::no_dispose_on_set) is set, when a `set` of the same token (or
+    /// a [`touch`](InMemorySessionCacheStrategy::touch), which rewrites the entry, as in
+    /// memorystore) replaces it, with [`RemovalCause::Replaced`]. memorystore `dispose`. In
+    /// `stale` mode a session removed past its deadline (a stale read, a prune, or a delete of
+    /// an expired entry) is reported as [`RemovalCause::Expired`].
     pub dispose: Option<DisposeFn>,
+    /// Do not call `dispose` for a session replaced by a newer copy of the same token
+    /// (memorystore `noDisposeOnSet`). Default false: a replaced session is disposed of, with
+    /// [`RemovalCause::Replaced`].
+    pub no_dispose_on_set: bool,
     /// Return an expired session once, removing it (memorystore `stale`). Expired entries then
     /// stay until read, pruned or evicted. Default false.
     pub stale: bool,
@@ -66,6 +72,7 @@ impl Default for InMemoryOptions {
             ttl: None,
             check_period: None,
             dispose: None,
+            no_dispose_on_set: false,
             stale: false,
             clock: None,
         }
@@ -79,6 +86,7 @@ impl std::fmt::Debug for InMemoryOptions {
             .field("ttl", &self.ttl)
             .field("check_period", &self.check_period)
             .field("dispose", &self.dispose.is_some())
+            .field("no_dispose_on_set", &self.no_dispose_on_set)
             .field("stale", &self.stale)
             .finish_non_exhaustive()
     }
@@ -118,6 +126,12 @@ impl InMemoryOptions {
         f: impl Fn(&str, &Arc<CachedSession>, RemovalCause) + Send + Sync + 'static,
     ) -> Self {
         self.dispose = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets `no_dispose_on_set` (memorystore `noDisposeOnSet`).
+    pub fn no_dispose_on_set(mut self, no_dispose_on_set: bool) -> Self {
+        self.no_dispose_on_set = no_dispose_on_set;
         self
     }
 
@@ -248,6 +262,8 @@ impl Drop for Pruner {
 pub struct InMemorySessionCacheStrategy {
     core: Core,
     ttl: Option<Ttl>,
+    /// The background prune period (`check_period`, zero left out).
+    check_period: Option<Duration>,
     pruner: Mutex<Option<Pruner>>,
 }
 
@@ -291,9 +307,10 @@ impl InMemorySessionCacheStrategy {
         };
         if let Some(dispose) = opts.dispose.clone() {
             let (stale, clock) = (opts.stale, clock.clone());
+            let no_dispose_on_set = opts.no_dispose_on_set;
             builder = builder.eviction_listener(move |k: &String, e: &Entry, cause| {
                 let cause = match cause {
-                    RemovalCause::Replaced => return,
+                    RemovalCause::Replaced if no_dispose_on_set => return,
                     // Stale mode keeps deadlines itself (no engine TTL), and removes what is
                     // past them with `remove_if` or `retain`, which the engine reports as
                     // `Removed`: an entry that left past its deadline expired.
@@ -310,13 +327,12 @@ impl InMemorySessionCacheStrategy {
             clock,
             stale: opts.stale,
         };
-        let pruner = opts
-            .check_period
-            .filter(|p| !p.is_zero())
-            .map(|p| Pruner::start(core.clone(), p));
+        let check_period = opts.check_period.filter(|p| !p.is_zero());
+        let pruner = check_period.map(|p| Pruner::start(core.clone(), p));
         InMemorySessionCacheStrategy {
             core,
             ttl: opts.ttl,
+            check_period,
             pruner: Mutex::new(pruner),
         }
     }
@@ -376,38 +392,40 @@ impl InMemorySessionCacheStrategy {
         }
     }
 
-    /// Resets the lifetime of a cached session from `session`'s `expires` (memorystore `touch`),
-    /// keeping the cached data. Returns `false` when the token is not cached.
+    /// Resets the lifetime of a cached session from `session`'s `expires` (memorystore `touch`).
+    /// Returns whether it did.
     ///
-    /// The new lifetime is written with a compare-and-swap against the copy that was read, and
-    /// the read is retried if a [`set`](SessionCacheStrategy::set) got in between: a touch never
-    /// puts back older data over a newer write. In `stale` mode a stale copy is revived, as
-    /// memorystore does.
+    /// `session` is the copy the caller read, with a new `expires`: the touch applies only while
+    /// the cached entry is still that copy (the same value, or one equal to `session` in every
+    /// field but `expires`). The new lifetime is written with a compare-and-swap against the
+    /// entry it checked, so a [`set`](SessionCacheStrategy::set) that got in between, even one
+    /// of the same data, keeps its own data and expiry: the touch then returns `false`, and
+    /// neither rewrites, removes nor re-creates the entry. It also returns `false` when the
+    /// token is not cached. A touch to an `expires` already past removes the copy it checked.
+    /// In `stale` mode a stale copy is revived, as memorystore does.
     pub fn touch(&self, token: &str, session: &CachedSession) -> bool {
         if validate_token(token).is_err() {
             return false;
         }
-        loop {
-            let Some(current) = self.core.cache.get(token) else {
-                return false;
-            };
-            let same = |e: &Entry| Arc::ptr_eq(&e.session, &current.session);
-            let mut updated = (*current.session).clone();
-            updated.expires = session.expires;
-            let done = match self.entry_for(Arc::new(updated)) {
-                // The new expiry is already past: the session is gone.
-                None => self.core.cache.remove_if(token, same).is_some(),
-                Some((entry, _)) if self.core.stale => {
-                    self.core.cache.replace_if(token.to_owned(), entry, same)
-                }
-                Some((entry, ttl)) => {
-                    self.core
-                        .cache
-                        .replace_with_ttl_if(token.to_owned(), entry, ttl, same)
-                }
-            };
-            if done {
-                return true;
+        let Some(current) = self.core.cache.get(token) else {
+            return false;
+        };
+        if !is_touched_copy(&current.session, session) {
+            return false;
+        }
+        let same = |e: &Entry| Arc::ptr_eq(&e.session, &current.session);
+        let mut updated = (*current.session).clone();
+        updated.expires = session.expires;
+        match self.entry_for(Arc::new(updated)) {
+            // The new expiry is already past: the session is gone.
+            None => self.core.cache.remove_if(token, same).is_some(),
+            Some((entry, _)) if self.core.stale => {
+                self.core.cache.replace_if(token.to_owned(), entry, same)
+            }
+            Some((entry, ttl)) => {
+                self.core
+                    .cache
+                    .replace_with_ttl_if(token.to_owned(), entry, ttl, same)
             }
         }
     }
@@ -423,6 +441,18 @@ impl InMemorySessionCacheStrategy {
             .collect()
     }
 
+    /// Tokens of every live session (memorystore `ids`): expired entries not yet pruned are left
+    /// out. Weakly consistent under concurrent writes.
+    pub fn ids(&self) -> Vec<String> {
+        let now = self.core.clock.now_nanos();
+        self.core
+            .cache
+            .iter()
+            .filter(|(_, e)| e.deadline > now)
+            .map(|(token, _)| token)
+            .collect()
+    }
+
     /// Number of entries held, expired ones not yet pruned included (memorystore `length`).
     pub fn length(&self) -> usize {
         self.core.cache.len()
@@ -435,10 +465,32 @@ impl InMemorySessionCacheStrategy {
     }
 
     /// Stops the background prune thread (memorystore `stopInterval`); a no-op when none runs.
-    pub fn stop_pruning(&self) {
+    /// When it returns the thread has exited: no prune runs until
+    /// [`start_interval`](Self::start_interval).
+    pub fn stop_interval(&self) {
         if let Some(mut p) = self.pruner.lock().take() {
             p.stop();
         }
+    }
+
+    /// (Re)starts the background prune thread, pruning every `check_period` (memorystore
+    /// `startInterval`); a no-op when it already runs. Returns whether it runs afterwards:
+    /// `false` when no (non-zero) `check_period` was configured, or the thread could not be
+    /// started.
+    pub fn start_interval(&self) -> bool {
+        let Some(period) = self.check_period else {
+            return false;
+        };
+        let mut pruner = self.pruner.lock();
+        if pruner.as_ref().is_none_or(|p| p.thread.is_none()) {
+            *pruner = Some(Pruner::start(self.core.clone(), period));
+        }
+        pruner.as_ref().is_some_and(|p| p.thread.is_some())
+    }
+
+    /// The same as [`stop_interval`](Self::stop_interval).
+    pub fn stop_pruning(&self) {
+        self.stop_interval();
     }
 
     /// The engine's counters (hits, misses, evictions, expirations, ...).
@@ -446,7 +498,8 @@ impl InMemorySessionCacheStrategy {
         self.core.cache.stats()
     }
 
-    /// Whether the background prune thread is running.
+    /// Whether the background prune thread is running (started by `check_period` or
+    /// [`start_interval`](Self::start_interval), and not stopped since).
     pub fn is_pruning(&self) -> bool {
         self.pruner
             .lock()
@@ -475,11 +528,44 @@ impl InMemorySessionCacheStrategy {
     }
 }
 
+/// Whether `cached` is the copy a touch was given: the same value, or equal to `touched` in
+/// every field but `expires` (the one a touch changes).
+fn is_touched_copy(cached: &CachedSession, touched: &CachedSession) -> bool {
+    if std::ptr::eq(cached, touched) {
+        return true;
+    }
+    // Destructured, so that a new field has to be considered here.
+    let CachedSession {
+        cache_expiry,
+        id,
+        token,
+        expires: _,
+        active_order_id,
+        active_channel_id,
+        authentication_strategy,
+        user,
+        data,
+    } = touched;
+    cached.cache_expiry == *cache_expiry
+        && cached.id == *id
+        && cached.token == *token
+        && cached.active_order_id == *active_order_id
+        && cached.active_channel_id == *active_channel_id
+        && cached.authentication_strategy == *authentication_strategy
+        && cached.user == *user
+        && cached.data == *data
+}
+
 #[async_trait]
 impl SessionCacheStrategy for InMemorySessionCacheStrategy {
     async fn destroy(&self) -> Result<(), SessionCacheError> {
         self.stop_pruning();
         Ok(())
+    }
+
+    /// `max`.
+    fn capacity(&self) -> Option<u64> {
+        Some(self.core.cache.capacity())
     }
 
     async fn set(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {

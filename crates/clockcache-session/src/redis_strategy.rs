@@ -185,17 +185,20 @@ fn bump_mark(pipe: &mut redis::Pipeline, opts: &RedisSessionCacheOptions, token:
         .ignore();
 }
 
-/// The session's value and Redis TTL in milliseconds; `None` when it has no lifetime left.
+/// The session's value and Redis TTL in milliseconds: until its `cache_expiry` or its
+/// `expires`, whichever is first (a copy past `cache_expiry` is reloaded anyway), at least 1 ms.
+/// `None` when it has no cache life left.
 fn encode_for_redis(session: &CachedSession) -> Result<Option<(String, u64)>, SessionCacheError> {
-    let Some(ttl) = session.remaining_lifetime(OffsetDateTime::now_utc()) else {
+    let Some(ttl) = session.remaining_cache_life(OffsetDateTime::now_utc()) else {
         return Ok(None);
     };
     let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     Ok(Some((session.to_json()?, ms)))
 }
 
-/// Writes a session with a TTL of its remaining lifetime (an expired session is removed), and
-/// bumps the token's write mark in the same transaction.
+/// Writes a session with a TTL until its `cache_expiry` or `expires`, whichever is first (a
+/// session past either is removed instead), and bumps the token's write mark in the same
+/// transaction.
 pub(crate) async fn write_session<C: ConnectionLike + Send>(
     conn: &mut C,
     opts: &RedisSessionCacheOptions,
@@ -234,8 +237,8 @@ return 1";
 
 /// Writes a session (as [`write_session`], without bumping the mark) only if the token's write
 /// mark is still `mark`: no `set` or `delete` of the token through this crate, on any
-/// instance, since `mark` was read. Returns whether it wrote; a session with no lifetime left
-/// is not written.
+/// instance, since `mark` was read. Returns whether it wrote; a session past its `cache_expiry`
+/// or `expires` is not written.
 pub(crate) async fn write_session_if_mark<C: ConnectionLike + Send>(
     conn: &mut C,
     opts: &RedisSessionCacheOptions,
@@ -319,6 +322,10 @@ pub(crate) async fn clear_namespace<C: ConnectionLike + Send>(
 
 /// Sessions in Redis (Vendure's `RedisSessionCacheStrategy`), for deployments of several
 /// instances. Values are Vendure's JSON, so a Rust service and a Vendure server can share them.
+///
+/// A key lives until the session's `cache_expiry` or its `expires`, whichever is first: a copy
+/// past `cache_expiry` is of no use (it is reloaded), so an anonymous session with a distant
+/// `expires` does not occupy Redis for as long.
 ///
 /// Built on the `redis` crate's [`ConnectionManager`] (one multiplexed connection that reconnects
 /// on its own). The connection is opened on first use, or by [`init`](SessionCacheStrategy::init),

@@ -1,6 +1,6 @@
 //! `SessionCache`: what Vendure's `SessionService` does with its cache strategy.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
@@ -63,6 +63,9 @@ impl Default for SessionCacheConfig {
 
 type LoadResult = Result<Option<Arc<CachedSession>>, SessionCacheError>;
 
+/// The most sessions the secondary indexes hold over a strategy that reports no capacity.
+const DEFAULT_INDEX_CAPACITY: usize = 100_000;
+
 /// A session cache service over any [`SessionCacheStrategy`], with a [`SessionLoader`] behind it.
 ///
 /// Cheap to clone (a handle on shared state). Must be used inside a Tokio runtime with timers
@@ -73,7 +76,12 @@ type LoadResult = Result<Option<Arc<CachedSession>>, SessionCacheError>;
 /// * Each strategy call gets [`SessionCacheConfig::budget`].
 /// * [`delete_sessions_by_user`](Self::delete_sessions_by_user) and
 ///   [`delete_sessions_by_active_order`](Self::delete_sessions_by_active_order) use secondary
-///   indexes of the sessions this instance has stored, plus whatever the loader reports.
+///   indexes of the sessions this instance has stored, plus whatever the loader reports. The
+///   indexes are bounded: an entry goes when its session is deleted through this cache, found
+///   gone by a load, or passes its `cache_expiry` or `expires` (a copy past `cache_expiry` is
+///   never served without a reload); and they hold at most as many sessions as the strategy
+///   ([`SessionCacheStrategy::capacity`]; 100 000 when it reports no bound), dropping those
+///   whose copies go stale first.
 #[derive(Clone)]
 pub struct SessionCache {
     inner: Arc<Inner>,
@@ -85,6 +93,8 @@ struct Inner {
     config: SessionCacheConfig,
     flights: Mutex<HashMap<String, Arc<OnceCell<LoadResult>>>>,
     index: Mutex<Index>,
+    /// The most sessions the indexes hold.
+    index_capacity: usize,
     /// Deletes, sets and clears that a load in flight must see: a load that read the database
     /// before one of them must not cache what it read.
     epochs: Epochs,
@@ -110,8 +120,15 @@ impl SessionCache {
         loader: Arc<dyn SessionLoader>,
         config: SessionCacheConfig,
     ) -> Self {
+        let index_capacity = strategy
+            .capacity()
+            .map_or(DEFAULT_INDEX_CAPACITY, |c| {
+                usize::try_from(c).unwrap_or(usize::MAX)
+            })
+            .max(1);
         SessionCache {
             inner: Arc::new(Inner {
+                index_capacity,
                 strategy,
                 loader,
                 config,
@@ -280,8 +297,11 @@ impl SessionCache {
         unix_now().saturating_add(self.inner.config.cache_ttl.as_secs() as i64) as f64
     }
 
+    /// The indexes, without the entries whose copies have gone stale.
     fn index(&self) -> parking_lot::MutexGuard<'_, Index> {
-        self.inner.index.lock()
+        let mut index = self.inner.index.lock();
+        index.prune(OffsetDateTime::now_utc());
+        index
     }
 
     /// Caches `session`, valid as of `since`: if its token is invalidated after that, the write
@@ -293,7 +313,7 @@ impl SessionCache {
         since: Snapshot,
         mark: Option<u64>,
     ) -> Result<(), SessionCacheError> {
-        self.index().record(&session);
+        self.index().record(&session, self.inner.index_capacity);
         let token = session.token.clone();
         self.budgeted_write("set", &token, Write::Set(session, since, mark))
             .await
@@ -493,9 +513,16 @@ impl SessionCache {
     }
 
     /// Number of tokens in the secondary indexes (sessions this instance has stored and not yet
-    /// seen deleted or expired).
+    /// seen deleted, past their `cache_expiry` or `expires`, or dropped for room). At most
+    /// [`index_capacity`](Self::index_capacity).
     pub fn indexed_sessions(&self) -> usize {
         self.index().by_token.len()
+    }
+
+    /// The most sessions the secondary indexes hold: the strategy's
+    /// [`capacity`](SessionCacheStrategy::capacity), or 100 000 when it reports none.
+    pub fn index_capacity(&self) -> usize {
+        self.inner.index_capacity
     }
 
     /// Number of tokens with a load in flight (the single-flight map): 0 whenever no `get` is
@@ -560,23 +587,34 @@ enum IndexKind {
 struct IndexEntry {
     user: Option<String>,
     order: Option<String>,
-    expires: OffsetDateTime,
+    /// Its key in [`Index::by_deadline`].
+    deadline: (OffsetDateTime, u64),
 }
 
 /// Secondary indexes: user id -> tokens, active order id -> tokens. IDs are compared by their
-/// string form (Vendure's `idsAreEqual`). Entries of expired sessions are pruned in amortized
-/// O(1) whenever the index has doubled since the last prune.
+/// string form (Vendure's `idsAreEqual`). Each entry lapses when its copy does (at the
+/// session's `cache_expiry` or `expires`, whichever is first); lapsed entries are dropped, in
+/// deadline order, whenever the index is used, and when it is full the entry that lapses first
+/// makes room.
 #[derive(Default)]
 struct Index {
     by_user: HashMap<String, HashSet<String>>,
     by_order: HashMap<String, HashSet<String>>,
     by_token: HashMap<String, IndexEntry>,
-    prune_at: usize,
+    /// Tokens by the time their entry lapses, then by when they were recorded.
+    by_deadline: BTreeMap<(OffsetDateTime, u64), String>,
+    recorded: u64,
 }
 
 impl Index {
-    fn record(&mut self, s: &CachedSession) {
+    /// Indexes `s`, keeping at most `capacity` entries.
+    fn record(&mut self, s: &CachedSession, capacity: usize) {
         self.forget(&s.token);
+        let now = OffsetDateTime::now_utc();
+        // A copy already stale is reloaded before it is served: nothing to index.
+        let Some(life) = s.remaining_cache_life(now) else {
+            return;
+        };
         let user = s.user.as_ref().map(|u| u.id.to_string());
         let order = s.active_order_id.as_ref().map(Id::to_string);
         if user.is_none() && order.is_none() {
@@ -594,17 +632,22 @@ impl Index {
                 .or_default()
                 .insert(s.token.clone());
         }
+        self.recorded += 1;
+        let deadline = (now + life, self.recorded);
+        self.by_deadline.insert(deadline, s.token.clone());
         self.by_token.insert(
             s.token.clone(),
             IndexEntry {
                 user,
                 order,
-                expires: s.expires,
+                deadline,
             },
         );
-        if self.by_token.len() >= self.prune_at.max(1024) {
-            self.prune(OffsetDateTime::now_utc());
-            self.prune_at = self.by_token.len() * 2;
+        while self.by_token.len() > capacity {
+            let Some((_, token)) = self.by_deadline.pop_first() else {
+                break;
+            };
+            self.forget(&token);
         }
     }
 
@@ -612,6 +655,7 @@ impl Index {
         let Some(e) = self.by_token.remove(token) else {
             return;
         };
+        self.by_deadline.remove(&e.deadline);
         if let Some(u) = e.user {
             unlink(&mut self.by_user, &u, token);
         }
@@ -620,15 +664,14 @@ impl Index {
         }
     }
 
+    /// Drops the entries that have lapsed by `now`.
     fn prune(&mut self, now: OffsetDateTime) {
-        let dead: Vec<String> = self
-            .by_token
-            .iter()
-            .filter(|(_, e)| e.expires <= now)
-            .map(|(t, _)| t.clone())
-            .collect();
-        for t in dead {
-            self.forget(&t);
+        while let Some(entry) = self.by_deadline.first_entry() {
+            if entry.key().0 > now {
+                return;
+            }
+            let token = entry.remove();
+            self.forget(&token);
         }
     }
 

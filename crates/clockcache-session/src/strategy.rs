@@ -45,6 +45,13 @@ pub trait SessionCacheStrategy: Send + Sync + 'static {
     /// Removes every session of this cache.
     async fn clear(&self) -> Result<(), SessionCacheError>;
 
+    /// The most sessions the store holds, when it is bounded (the in-memory strategy's `max`).
+    /// [`SessionCache`](crate::SessionCache) holds no more than this many sessions in its
+    /// secondary indexes. Default `None`: no bound known (Redis).
+    fn capacity(&self) -> Option<u64> {
+        None
+    }
+
     /// For a store shared by several instances: the token's write mark, a number that changes
     /// with every [`set`](Self::set) and [`delete`](Self::delete) of the token made through a
     /// strategy of this crate, on any instance. [`SessionCache`](crate::SessionCache) reads it
@@ -87,6 +94,9 @@ impl<S: SessionCacheStrategy + ?Sized> SessionCacheStrategy for Arc<S> {
     }
     async fn clear(&self) -> Result<(), SessionCacheError> {
         (**self).clear().await
+    }
+    fn capacity(&self) -> Option<u64> {
+        (**self).capacity()
     }
     async fn write_mark(&self, token: &str) -> Result<Option<u64>, SessionCacheError> {
         (**self).write_mark(token).await

@@ -2,6 +2,7 @@
 //! Redis server-assisted client-side caching (RESP3 `CLIENT TRACKING ... BCAST`).
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -32,8 +33,10 @@ pub struct TieredOptions {
     /// Optional cap on how long an entry stays in the near cache. Entries never outlive the
     /// session's `cache_expiry` or `expires` regardless.
     pub near_max_ttl: Option<Duration>,
-    /// How often the invalidation connection is checked with `PING`; a failed check counts as a
-    /// lost connection (near cache flushed, tracking re-armed). Default 1 s.
+    /// How often the invalidation connection is checked with `PING`. A check that fails because
+    /// the connection broke counts as a lost connection (near cache flushed, tracking re-armed);
+    /// one that merely times out (Redis slow or paused, the network silent) flushes nothing, but
+    /// the near cache is not served until a later check is answered. Default 1 s.
     pub health_check_interval: Duration,
     /// First delay between reconnection attempts (doubling up to `reconnect_max_delay`).
     /// Default 50 ms.
@@ -81,6 +84,12 @@ struct Inner {
     conn: RwLock<Option<(u64, MultiplexedConnection)>>,
     /// Generation of the armed connection (0: never connected).
     armed: watch::Sender<u64>,
+    /// Whether the first connection attempt has ended (armed or failed).
+    settled: watch::Sender<bool>,
+    /// The last health check timed out: the connection may be silent, so the near cache is not
+    /// served (nor flushed) until a check is answered or the connection is replaced.
+    suspect: AtomicBool,
+    health_check_timeouts: AtomicU64,
     invalidations: AtomicU64,
     flushes: AtomicU64,
 }
@@ -227,6 +236,15 @@ impl Inner {
         }
     }
 
+    fn health_check_timed_out(&self, timeout: Duration) {
+        self.health_check_timeouts.fetch_add(1, Ordering::Relaxed);
+        self.suspect.store(true, Ordering::Release);
+        tracing::warn!(
+            timeout_ms = timeout.as_millis() as u64,
+            "tiered session cache: health check timed out; near cache bypassed until Redis answers"
+        );
+    }
+
     fn current(&self) -> Option<(u64, MultiplexedConnection)> {
         self.conn.read().clone()
     }
@@ -257,6 +275,7 @@ async fn supervise(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else { return };
         generation += 1;
         let armed = serve(&inner, &weak, generation).await;
+        inner.settled.send_replace(true);
         let (min, max) = (
             inner.opts.reconnect_min_delay,
             inner.opts.reconnect_max_delay,
@@ -314,8 +333,10 @@ async fn serve(inner: &Arc<Inner>, weak: &Weak<Inner>, generation: u64) -> bool 
     }
     // Anything cached before this point may have missed invalidations.
     inner.flush();
+    inner.suspect.store(false, Ordering::Release);
     *inner.conn.write() = Some((generation, conn.clone()));
     inner.armed.send_replace(generation);
+    inner.settled.send_replace(true);
     tracing::debug!(
         generation,
         "tiered session cache: invalidation tracking armed"
@@ -327,9 +348,18 @@ async fn serve(inner: &Arc<Inner>, weak: &Weak<Inner>, generation: u64) -> bool 
             _ = lost_rx.recv() => break,
             _ = tick.tick() => {
                 let ping = redis::cmd("PING");
-                if let Err(e) = rs::timed(opts.op_timeout, ping.query_async::<String>(&mut conn)).await {
-                    tracing::warn!(error = %e, "tiered session cache: health check failed; reconnecting");
-                    break;
+                match tokio::time::timeout(opts.op_timeout, ping.query_async::<String>(&mut conn)).await {
+                    Ok(Ok(_)) => inner.suspect.store(false, Ordering::Release),
+                    // No answer in time, but the connection still stands: the invalidations
+                    // Redis sends on it arrive in order, ahead of the answer to a later check,
+                    // so none is lost. Keep the near cache, but serve nothing from it until a
+                    // check is answered.
+                    Err(_) => inner.health_check_timed_out(opts.op_timeout),
+                    Ok(Err(e)) if e.is_timeout() => inner.health_check_timed_out(opts.op_timeout),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "tiered session cache: health check failed; reconnecting");
+                        break;
+                    }
                 }
             }
         }
@@ -348,10 +378,23 @@ async fn serve(inner: &Arc<Inner>, weak: &Weak<Inner>, generation: u64) -> bool 
 /// strategy owns one RESP3 connection that both carries its commands and receives invalidations:
 /// it sends `CLIENT TRACKING ON BCAST PREFIX {namespace}: NOLOOP`, so any write to a session
 /// key by any other client (another instance, a Vendure server) makes Redis push an
-/// invalidation, and the entry is dropped here. When that connection is lost (or fails its
-/// health check) the near cache is flushed, commands fail (misses) until it is back, and tracking
-/// is re-armed on the new connection before the near cache is used again. Near entries expire at
-/// the session's `cache_expiry` or `expires`, whichever is first.
+/// invalidation, and the entry is dropped here. Near entries expire at the session's
+/// `cache_expiry` or `expires`, whichever is first.
+///
+/// The near cache is flushed only when invalidations may have been lost: the connection
+/// dropped (closed, killed, a health check failing on it with an error other than a timeout), a
+/// new connection was armed in its place, or Redis reported a flush of the database. Commands
+/// fail (misses) until a connection is back, and tracking is re-armed on the new one before the
+/// near cache is used again. A health check (`PING`) that merely times out flushes nothing: the
+/// connection still stands, and what Redis pushes on it arrives in order. Until a later check
+/// is answered, gets bypass the near cache (and read Redis), so a silent connection does not
+/// serve near entries for longer than `health_check_interval + op_timeout`.
+///
+/// The connection is made in the background and retried with backoff
+/// (`reconnect_min_delay` doubling up to `reconnect_max_delay`). A call made while none is up
+/// fails at once (a miss, for `get`), except that calls made during the very first connection
+/// attempt wait for its outcome, at most `op_timeout`: with Redis down at start, requests are
+/// not each held for `connect_timeout`.
 ///
 /// A fill that raced with an invalidation is discarded (per-token epochs), so an invalidation is
 /// never lost to a concurrent read. See [`sync_invalidations`](Self::sync_invalidations) for a
@@ -399,6 +442,7 @@ impl TieredSessionCacheStrategy {
         let prefix = format!("{}:", opts.redis.namespace);
         let near = Cache::builder().capacity(opts.near_capacity.max(1)).build();
         let (armed, _) = watch::channel(0);
+        let (settled, _) = watch::channel(false);
         Ok(TieredSessionCacheStrategy {
             inner: Arc::new(Inner {
                 prefix,
@@ -411,6 +455,9 @@ impl TieredSessionCacheStrategy {
                 stripes: Stripes::new(64),
                 conn: RwLock::new(None),
                 armed,
+                settled,
+                suspect: AtomicBool::new(false),
+                health_check_timeouts: AtomicU64::new(0),
                 invalidations: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
                 opts,
@@ -431,18 +478,19 @@ impl TieredSessionCacheStrategy {
         }
     }
 
-    /// The armed connection; right after start, waits up to the connect timeout for the first
-    /// one. `None` while Redis is unreachable.
+    /// The armed connection, `None` while there is none. Only while the first connection
+    /// attempt is under way does it wait, for that attempt's outcome and at most `op_timeout`
+    /// (or `connect_timeout`, if shorter); later attempts run in the background unwaited.
     async fn connection(&self) -> Option<MultiplexedConnection> {
         self.ensure_started();
         if let Some((_, c)) = self.inner.current() {
             return Some(c);
         }
-        let mut rx = self.inner.armed.subscribe();
-        if *rx.borrow() == 0 {
-            let wait = self.inner.opts.redis.connect_timeout;
-            let _ =
-                tokio::time::timeout(wait, async { rx.wait_for(|g| *g > 0).await.is_ok() }).await;
+        let mut settled = self.inner.settled.subscribe();
+        if !*settled.borrow() {
+            let redis = &self.inner.opts.redis;
+            let wait = redis.op_timeout.min(redis.connect_timeout);
+            let _ = tokio::time::timeout(wait, settled.wait_for(|s| *s)).await;
         }
         self.inner.current().map(|(_, c)| c)
     }
@@ -515,8 +563,53 @@ impl TieredSessionCacheStrategy {
     }
 
     /// Times the whole near cache was flushed (connection armed or lost, `FLUSHALL`, `clear`).
+    /// A health check that times out is not one of them.
     pub fn flushes(&self) -> u64 {
         self.inner.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Health checks that timed out (no flush; the near cache is bypassed until one is
+    /// answered).
+    pub fn health_check_timeouts(&self) -> u64 {
+        self.inner.health_check_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// The write protocol of `set` and `set_if_mark`; `write` makes the Redis write and says
+    /// whether Redis took the session. The near copy is dropped before the write, so no reader
+    /// is served the old value once the write may have landed. NOLOOP: Redis sends this
+    /// instance no invalidation for its own write, so the write must refuse, itself, the fills
+    /// of gets that snapshotted before it landed (their GET may have been queued ahead of the
+    /// SET and read the older value). It bumps the token's epoch now that the SET has been
+    /// answered: a get that snapshots after this sends its GET after the SET was applied. The
+    /// bump is a compare-and-swap against the snapshot taken before the write, so an
+    /// invalidation that came in while the write was on its way (another instance's write of
+    /// the token, applied in Redis after ours) is not hidden by it. A write Redis refused or
+    /// that failed leaves no near copy.
+    async fn write_through<Fut>(
+        &self,
+        session: &Arc<CachedSession>,
+        write: impl FnOnce(MultiplexedConnection) -> Fut,
+    ) -> Result<bool, SessionCacheError>
+    where
+        Fut: Future<Output = Result<bool, SessionCacheError>>,
+    {
+        validate_token(&session.token)?;
+        let c = self.connection().await.ok_or_else(Self::no_connection)?;
+        let inner = &self.inner;
+        let token = &session.token;
+        inner.invalidate_local(token);
+        let before = inner.epochs.snapshot(token);
+        let written = write(c).await;
+        if written.as_ref().is_ok_and(|&took| took) {
+            if !inner.fill_own_write(session, before) {
+                // Something invalidated the token during the write: which value Redis holds is
+                // unknown here, so keep neither.
+                inner.invalidate_local(token);
+            }
+        } else {
+            inner.invalidate_local(token);
+        }
+        written
     }
 
     fn log<T>(op: &'static str, r: Result<T, SessionCacheError>) -> Result<T, SessionCacheError> {
@@ -558,37 +651,13 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
     }
 
     async fn set(&self, session: Arc<CachedSession>) -> Result<(), SessionCacheError> {
-        let r = async {
-            validate_token(&session.token)?;
-            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
-            let inner = &self.inner;
-            let token = &session.token;
-            inner.invalidate_local(token);
-            let before = inner.epochs.snapshot(token);
-            let written = rs::write_session(&mut c, &inner.opts.redis, &session).await;
-            // NOLOOP: Redis sends this instance no invalidation for its own write, so the write
-            // must refuse, itself, the fills of gets that snapshotted before it landed (their
-            // GET may have been queued ahead of the SET and read the older value). It bumps the
-            // token's epoch now that the SET has been answered: a get that snapshots after this
-            // sends its GET after the SET was applied. The bump is a compare-and-swap against
-            // `before`, so an invalidation that came in while the write was on its way (another
-            // instance's write of the token, applied in Redis after ours) is not hidden by it.
-            match written.map(|()| inner.fill_own_write(&session, before)) {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    // Something invalidated the token during the write: which value Redis
-                    // holds is unknown here, so keep neither.
-                    inner.invalidate_local(token);
-                    Ok(())
-                }
-                Err(e) => {
-                    inner.invalidate_local(token);
-                    Err(e)
-                }
-            }
-        }
-        .await;
-        Self::log("set", r)
+        let (opts, s) = (&self.inner.opts.redis, &session);
+        let r = self
+            .write_through(s, |mut c| async move {
+                rs::write_session(&mut c, opts, s).await.map(|()| true)
+            })
+            .await;
+        Self::log("set", r.map(drop))
     }
 
     async fn get(&self, token: &str) -> Option<Arc<CachedSession>> {
@@ -597,9 +666,12 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
             return None;
         }
         let inner = &self.inner;
-        if let Some(s) = inner.near.get(token) {
-            if !s.is_unusable_at(OffsetDateTime::now_utc()) {
-                return Some(s);
+        // After a health check timed out, near entries are not served (see the type's doc).
+        if !inner.suspect.load(Ordering::Acquire) {
+            if let Some(s) = inner.near.get(token) {
+                if !s.is_unusable_at(OffsetDateTime::now_utc()) {
+                    return Some(s);
+                }
             }
         }
         let r = async {
@@ -635,34 +707,12 @@ impl SessionCacheStrategy for TieredSessionCacheStrategy {
         session: Arc<CachedSession>,
         mark: u64,
     ) -> Result<bool, SessionCacheError> {
-        let r = async {
-            validate_token(&session.token)?;
-            let mut c = self.connection().await.ok_or_else(Self::no_connection)?;
-            let inner = &self.inner;
-            let token = &session.token;
-            inner.invalidate_local(token);
-            let before = inner.epochs.snapshot(token);
-            let written =
-                rs::write_session_if_mark(&mut c, &inner.opts.redis, &session, mark).await;
-            // As in `set`: the own write refuses older fills, then installs its value.
-            match written {
-                Ok(true) => {
-                    if !inner.fill_own_write(&session, before) {
-                        inner.invalidate_local(token);
-                    }
-                    Ok(true)
-                }
-                Ok(false) => {
-                    inner.invalidate_local(token);
-                    Ok(false)
-                }
-                Err(e) => {
-                    inner.invalidate_local(token);
-                    Err(e)
-                }
-            }
-        }
-        .await;
+        let (opts, s) = (&self.inner.opts.redis, &session);
+        let r = self
+            .write_through(s, |mut c| async move {
+                rs::write_session_if_mark(&mut c, opts, s, mark).await
+            })
+            .await;
         Self::log("set_if_mark", r)
     }
 

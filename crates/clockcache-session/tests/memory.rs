@@ -97,15 +97,18 @@ fn entries_live_until_the_session_expires_or_the_ttl() {
 }
 
 #[test]
-fn dispose_reports_every_removal_but_replacement() {
+fn dispose_reports_every_removal_but_replacement_with_no_dispose_on_set() {
     let seen: Arc<Mutex<Vec<(String, RemovalCause)>>> = Arc::default();
     let log = seen.clone();
-    let (store, clock) = with_clock(InMemoryOptions::default().max(2).dispose(
-        move |token, session, cause| {
-            assert_eq!(token, session.token);
-            log.lock().push((token.to_owned(), cause));
-        },
-    ));
+    let (store, clock) = with_clock(
+        InMemoryOptions::default()
+            .max(2)
+            .no_dispose_on_set(true)
+            .dispose(move |token, session, cause| {
+                assert_eq!(token, session.token);
+                log.lock().push((token.to_owned(), cause));
+            }),
+    );
     store.set_now(Arc::new(anonymous("r", 3600))).unwrap();
     store.set_now(Arc::new(anonymous("r", 3600))).unwrap(); // replaced: not disposed
     store.delete_now("r").unwrap();
@@ -120,6 +123,29 @@ fn dispose_reports_every_removal_but_replacement() {
     assert_eq!(seen[1], ("e".to_owned(), RemovalCause::Expired));
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(seen[2].1, RemovalCause::Evicted);
+}
+
+/// memorystore's default (`noDisposeOnSet` false): a session replaced by a `set` of its token
+/// is disposed of, and told it was replaced.
+#[test]
+fn dispose_reports_a_replaced_session_by_default() {
+    type Log = Vec<(Option<clockcache_session::Id>, RemovalCause)>;
+    let seen: Arc<Mutex<Log>> = Arc::default();
+    let log = seen.clone();
+    let store = InMemorySessionCacheStrategy::with_options(InMemoryOptions::default().dispose(
+        move |_, session, cause| log.lock().push((session.active_order_id.clone(), cause)),
+    ));
+    store.set_now(versioned("r", 1)).unwrap();
+    store.set_now(versioned("r", 2)).unwrap();
+    assert_eq!(*seen.lock(), [(Some(1.into()), RemovalCause::Replaced)]);
+    store.delete_now("r").unwrap();
+    assert_eq!(
+        *seen.lock(),
+        [
+            (Some(1.into()), RemovalCause::Replaced),
+            (Some(2.into()), RemovalCause::Removed)
+        ]
+    );
 }
 
 #[test]
@@ -182,7 +208,8 @@ fn touch_extends_the_lifetime_and_keeps_the_data() {
     let mut original = anonymous("t", 10);
     original.active_order_id = Some(7.into());
     store.set_now(Arc::new(original)).unwrap();
-    let extended = anonymous("t", 3600);
+    let mut extended = (*store.get_now("t").unwrap()).clone();
+    extended.expires += time::Duration::seconds(3600);
     assert!(store.touch("t", &extended));
     clock.advance(Duration::from_secs(11));
     let got = store.get_now("t").expect("touch extended it");
@@ -190,6 +217,55 @@ fn touch_extends_the_lifetime_and_keeps_the_data() {
     assert_eq!(got.expires, extended.expires);
     assert!(!store.touch("absent", &extended));
     assert!(!store.touch("bad\0", &extended));
+    // A touch past `expires` removes the copy it was given.
+    let mut ended = (*got).clone();
+    ended.expires = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    assert!(store.touch("t", &ended));
+    assert!(store.get_now("t").is_none());
+    assert!(
+        !store.touch("t", &extended),
+        "a touch does not re-create an entry"
+    );
+    assert!(store.get_now("t").is_none());
+}
+
+/// A request reads a session and later touches it; a set of a newer copy in between (another
+/// request) keeps its own data and expiry: the touch neither copies its expiry onto the newer
+/// copy nor removes it.
+#[test]
+fn a_set_between_the_read_and_the_touch_survives_the_touch() {
+    let store = InMemorySessionCacheStrategy::new();
+    store.set_now(versioned("t", 1)).unwrap();
+    let read = store.get_now("t").unwrap();
+    let newer = {
+        let mut s = (*versioned("t", 2)).clone();
+        s.expires = read.expires + time::Duration::seconds(60);
+        Arc::new(s)
+    };
+    store.set_now(newer.clone()).unwrap();
+
+    let mut extended = (*read).clone();
+    extended.expires = read.expires + time::Duration::seconds(7200);
+    assert!(!store.touch("t", &extended));
+    assert_eq!(store.get_now("t"), Some(newer.clone()));
+
+    let mut ended = (*read).clone();
+    ended.expires = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    assert!(!store.touch("t", &ended));
+    assert_eq!(store.get_now("t"), Some(newer.clone()));
+
+    // The same data set again is a newer write too: its expiry stays.
+    let same_data = Arc::new((*read).clone());
+    store.set_now(same_data.clone()).unwrap();
+    let mut extended = (*read).clone();
+    extended.expires = read.expires + time::Duration::seconds(7200);
+    let stale_read = store.get_now("t").unwrap();
+    assert!(Arc::ptr_eq(&stale_read, &same_data));
+    assert!(
+        store.touch("t", &extended),
+        "the copy it was given is cached"
+    );
+    assert_eq!(store.get_now("t").unwrap().expires, extended.expires);
 }
 
 /// A session written with `version` as its active order (the data a touch must keep).
@@ -240,13 +316,16 @@ fn racing_sets_keep_the_newest(
 #[test]
 fn touch_racing_sets_never_restores_older_data() {
     let store = Arc::new(InMemorySessionCacheStrategy::new());
-    let extended = anonymous("t", 7200);
     racing_sets_keep_the_newest(
         &store,
         300,
         || {},
         move |store| {
-            store.touch("t", &extended);
+            if let Some(read) = store.get_now("t") {
+                let mut extended = (*read).clone();
+                extended.expires += time::Duration::seconds(3600);
+                store.touch("t", &extended);
+            }
         },
     );
 }
@@ -339,6 +418,54 @@ fn check_period_prunes_in_the_background_until_stopped() {
     store.stop_pruning();
     assert!(!store.is_pruning());
     store.stop_pruning(); // idempotent
+}
+
+#[test]
+fn ids_lists_the_live_sessions() {
+    let (store, clock) = with_clock(InMemoryOptions::default());
+    store.set_now(Arc::new(anonymous("short", 5))).unwrap();
+    store.set_now(Arc::new(anonymous("long", 3600))).unwrap();
+    let mut ids = store.ids();
+    ids.sort();
+    assert_eq!(ids, ["long", "short"]);
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(store.ids(), ["long"]);
+    assert_eq!(store.length(), 2, "not pruned, only left out");
+}
+
+/// memorystore's `stopInterval` / `startInterval`: after a stop no prune runs, however long one
+/// waits; after a start the thread prunes again.
+#[test]
+fn the_prune_interval_stops_and_restarts() {
+    let (store, clock) =
+        with_clock(InMemoryOptions::default().check_period(Duration::from_millis(2)));
+    store.stop_interval();
+    assert!(!store.is_pruning());
+    store.set_now(Arc::new(anonymous("x", 5))).unwrap();
+    store.set_now(Arc::new(anonymous("y", 3600))).unwrap();
+    clock.advance(Duration::from_secs(6));
+    // Fifty periods: a running thread would have pruned "x" by now.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(store.length(), 2, "pruned while stopped");
+    assert_eq!(store.stats().expirations, 0);
+
+    assert!(store.start_interval());
+    assert!(store.is_pruning());
+    assert!(store.start_interval(), "a second start is a no-op");
+    let mut polls = 0;
+    while store.length() != 1 {
+        polls += 1;
+        assert!(polls < 5000, "the restarted prune thread never ran");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(store.ids(), ["y"]);
+    store.stop_interval();
+    assert!(!store.is_pruning());
+
+    // Without a check period there is nothing to start.
+    let store = InMemorySessionCacheStrategy::new();
+    assert!(!store.start_interval());
+    assert!(!store.is_pruning());
 }
 
 #[tokio::test]

@@ -33,9 +33,10 @@ async fn set_get_delete_with_vendure_keys_json_and_ttl() {
     let key = format!("{DEFAULT_NAMESPACE}:tok-1");
     let json: String = raw.get(&key).unwrap();
     assert_eq!(json, s.to_json().unwrap());
-    // The Redis TTL is the session's remaining lifetime (one hour, less the time the test took).
+    // The Redis TTL runs to the copy's cache_expiry (300 s, in whole seconds), not to the
+    // session's `expires` (an hour).
     let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut raw).unwrap();
-    assert!(pttl > 3_000_000 && pttl <= 3_600_000, "PTTL {pttl}");
+    assert!(pttl > 250_000 && pttl <= 300_000, "PTTL {pttl}");
 
     store.delete("tok-1").await.unwrap();
     assert_eq!(store.get("tok-1").await, None);
@@ -43,6 +44,57 @@ async fn set_get_delete_with_vendure_keys_json_and_ttl() {
     assert!(!exists);
     // Deleting an absent token is fine.
     store.delete("tok-1").await.unwrap();
+}
+
+/// A key lives until the session's `cache_expiry` or `expires`, whichever is first; a session
+/// past either is not kept.
+#[tokio::test]
+async fn the_key_ttl_is_the_smaller_of_cache_expiry_and_expires() {
+    let Some(server) = RedisServer::start("the_key_ttl_is_the_smaller_of_cache_expiry_and_expires")
+    else {
+        return;
+    };
+    let store = strategy(&server);
+    let mut raw = server.conn();
+    let pttl = |raw: &mut redis::Connection, token: &str| -> i64 {
+        redis::cmd("PTTL")
+            .arg(format!("{DEFAULT_NAMESPACE}:{token}"))
+            .query(raw)
+            .unwrap()
+    };
+    // An anonymous session expiring in a year, cache-fresh for 300 s.
+    store
+        .set(Arc::new(anonymous("anon", 365 * 24 * 3600)))
+        .await
+        .unwrap();
+    let t = pttl(&mut raw, "anon");
+    assert!(t > 250_000 && t <= 300_000, "PTTL {t}");
+    // `expires` before `cache_expiry`: the session's end bounds the key.
+    store.set(Arc::new(anonymous("short", 60))).await.unwrap();
+    let t = pttl(&mut raw, "short");
+    assert!(t > 50_000 && t <= 60_000, "PTTL {t}");
+    // Past `cache_expiry`: not written, and an older copy is removed.
+    let mut stale = anonymous("short", 3600);
+    stale.cache_expiry -= 3600.0;
+    store.set(Arc::new(stale)).await.unwrap();
+    assert_eq!(pttl(&mut raw, "short"), -2, "the key is gone");
+    assert_eq!(store.get("short").await, None);
+
+    // A load's conditional write (set_if_mark) is bounded the same way: by the cache TTL.
+    let loader = FnLoader(|token: String| async move {
+        Ok::<_, LoaderError>(Some(anonymous(&token, 365 * 24 * 3600)))
+    });
+    let cache = SessionCache::with_config(
+        Arc::new(strategy(&server)),
+        Arc::new(loader),
+        SessionCacheConfig {
+            cache_ttl: Duration::from_secs(120),
+            budget: Duration::from_secs(5),
+        },
+    );
+    cache.get("loaded").await.unwrap().unwrap();
+    let t = pttl(&mut raw, "loaded");
+    assert!(t > 100_000 && t <= 120_000, "PTTL {t}");
 }
 
 #[tokio::test]
@@ -467,4 +519,14 @@ async fn a_logout_on_another_instance_during_a_load_is_not_undone() {
         Arc::new(strategy(&server)),
     )
     .await;
+}
+
+/// With nothing listening from the start, 10 gets (each a miss) and 10 sets (each an error)
+/// finish within 10 connect timeouts in all: a bound, not a measurement.
+#[tokio::test]
+async fn calls_while_redis_is_down_at_start_fail_fast() {
+    let opts = RedisSessionCacheOptions::new(format!("redis://127.0.0.1:{}", common::dead_port()));
+    let connect_timeout = opts.connect_timeout;
+    let store = RedisSessionCacheStrategy::with_options(opts).unwrap();
+    common::calls_fail_fast(&store, connect_timeout).await;
 }

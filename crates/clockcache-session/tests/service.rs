@@ -489,3 +489,53 @@ async fn active_order_and_channel_updates_are_cached() {
     assert_eq!(store.length(), 0);
     assert_eq!(c.indexed_sessions(), 0);
 }
+
+/// The indexes hold no more sessions than the strategy (its `max`), dropping the entries whose
+/// copies go stale first, and `delete_sessions_by_user` still finds the live ones.
+#[tokio::test]
+async fn the_indexes_are_bounded_by_the_strategy_capacity() {
+    let store = Arc::new(InMemorySessionCacheStrategy::with_options(
+        clockcache_session::InMemoryOptions::default().max(64),
+    ));
+    let c = SessionCache::new(store.clone(), Arc::new(Db::default()));
+    assert_eq!(c.index_capacity(), 64);
+    for i in 0..1000 {
+        c.set(session(&format!("t{i}"), i % 10)).await.unwrap();
+        assert!(
+            c.indexed_sessions() <= 64,
+            "{} at {i}",
+            c.indexed_sessions()
+        );
+    }
+    // The last sessions set are cached and indexed: a user's delete finds and removes them.
+    let recent: Vec<String> = (950..1000)
+        .filter(|i| i % 10 == 3)
+        .map(|i| format!("t{i}"))
+        .collect();
+    for t in &recent {
+        assert!(store.get_now(t).is_some(), "{t}");
+    }
+    assert!(c.delete_sessions_by_user(&Id::Int(3)).await.unwrap() >= recent.len());
+    for t in &recent {
+        assert_eq!(store.get_now(t), None, "{t}");
+    }
+}
+
+/// An index entry lapses with its copy's `cache_expiry` (a stale copy is reloaded before it is
+/// served), not at the session's `expires`.
+#[tokio::test]
+async fn index_entries_lapse_at_cache_expiry() {
+    let store = Arc::new(InMemorySessionCacheStrategy::new());
+    let config = SessionCacheConfig {
+        cache_ttl: Duration::from_secs(1),
+        ..SessionCacheConfig::default()
+    };
+    let c = SessionCache::with_config(store, Arc::new(Db::default()), config);
+    for i in 0..10 {
+        c.set(session(&format!("t{i}"), 1)).await.unwrap();
+    }
+    assert_eq!(c.indexed_sessions(), 10);
+    // cache_expiry is in whole seconds: a copy stored now is stale within 2 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(c.indexed_sessions(), 0);
+}

@@ -5,7 +5,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clockcache_session::{SessionCacheStrategy, TieredOptions, TieredSessionCacheStrategy};
+use clockcache_session::{
+    SessionCacheStrategy, TieredOptions, TieredSessionCacheStrategy, DEFAULT_NAMESPACE,
+};
 use common::{anonymous, init_tracing, session, RedisServer};
 use redis::Commands;
 
@@ -183,14 +185,22 @@ async fn near_entries_never_outlive_cache_expiry() {
         return;
     };
     let a = tiered(&server).await;
-    // Stale for the cache (cache_expiry passed) but the session itself is still valid: Redis
-    // keeps it (SessionCache will reload it), the near cache must not hold it.
+    // Stale for the cache (cache_expiry passed) but the session itself is still valid: the
+    // near cache must not hold it, and neither does Redis (its key lives until cache_expiry;
+    // SessionCache reloads it either way).
     let mut s = session("stale", 1);
     s.cache_expiry -= 3600.0;
     a.set(Arc::new(s.clone())).await.unwrap();
     assert!(!a.near_contains("stale"));
-    assert_eq!(a.get("stale").await.as_deref(), Some(&s));
+    assert_eq!(a.get("stale").await, None);
     assert!(!a.near_contains("stale"));
+    // A fresh copy's Redis key lives until its cache_expiry (300 s), not its `expires` (1 h).
+    a.set(Arc::new(session("fresh", 1))).await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{DEFAULT_NAMESPACE}:fresh"))
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(pttl > 250_000 && pttl <= 300_000, "PTTL {pttl}");
     // Past `expires`: neither tier serves it.
     a.set(Arc::new(anonymous("gone", -1))).await.unwrap();
     assert_eq!(a.get("gone").await, None);
@@ -385,4 +395,70 @@ async fn a_logout_on_another_instance_during_a_load_is_not_undone() {
         Arc::new(tiered(&server).await),
     )
     .await;
+}
+
+/// With Redis down from the start, calls fail (or miss) at once instead of each waiting for a
+/// connection for `connect_timeout`: a correctness bound, not a measurement.
+#[tokio::test]
+async fn calls_while_redis_is_down_at_start_fail_fast() {
+    let opts = TieredOptions::new(format!("redis://127.0.0.1:{}", common::dead_port()));
+    let connect_timeout = opts.redis.connect_timeout;
+    let a = TieredSessionCacheStrategy::with_options(opts).unwrap();
+    common::calls_fail_fast(&a, connect_timeout).await;
+    assert!(!a.is_connected());
+}
+
+/// A health check that merely times out (Redis paused past `op_timeout`) keeps the near cache:
+/// nothing was lost on a connection that still stands. A connection that is killed still
+/// flushes it.
+#[tokio::test]
+async fn a_health_check_timeout_does_not_flush_but_a_lost_connection_does() {
+    init_tracing();
+    let Some(server) =
+        RedisServer::start("a_health_check_timeout_does_not_flush_but_a_lost_connection_does")
+    else {
+        return;
+    };
+    let mut opts = TieredOptions::new(server.url());
+    opts.redis.op_timeout = Duration::from_millis(200);
+    opts.health_check_interval = Duration::from_millis(50);
+    let a = TieredSessionCacheStrategy::with_options(opts).unwrap();
+    a.init().await.unwrap();
+    let s = Arc::new(session("k", 1));
+    a.set(s.clone()).await.unwrap();
+    assert!(a.near_contains("k"));
+    let (flushes, generation) = (a.flushes(), a.generation());
+
+    let mut raw = server.conn();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query(&mut raw)
+        .unwrap();
+    let paused = std::time::Instant::now();
+    wait_until(|| a.health_check_timeouts() > 0).await;
+    // While the checks go unanswered, the near copy is kept but not served: the get reads the
+    // paused Redis, and misses.
+    assert!(a.near_contains("k"));
+    assert_eq!(a.get("k").await, None);
+    // The pause ends; the connection was never lost.
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(paused.elapsed())).await;
+    a.sync_invalidations().await.unwrap();
+    assert_eq!(a.flushes(), flushes, "a timed-out health check flushed");
+    assert_eq!(a.generation(), generation);
+    assert!(a.is_connected());
+    assert!(a.near_contains("k"));
+    assert_eq!(a.get("k").await, Some(s));
+
+    // Killing the connection may lose invalidations: that flushes.
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut raw)
+        .unwrap();
+    wait_rearmed(&a, generation).await;
+    assert!(a.flushes() > flushes);
+    assert!(!a.near_contains("k"));
 }

@@ -380,3 +380,35 @@ pub async fn logout_elsewhere_during_a_load(
     assert_eq!(on_b.get("t").await.unwrap(), None);
     assert_eq!(on_a.get("t").await.unwrap(), None);
 }
+
+/// A port nothing listens on (bound, then released).
+pub fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// With nothing listening, 10 gets (each a miss) and 10 sets (each an error) on `store` finish
+/// within 10 `connect_timeout`s in all: a bound, not a measurement.
+pub async fn calls_fail_fast(
+    store: &dyn clockcache_session::SessionCacheStrategy,
+    connect_timeout: Duration,
+) {
+    let n = 10u32;
+    let start = Instant::now();
+    for i in 0..n {
+        assert_eq!(store.get(&format!("t{i}")).await, None);
+        assert!(store
+            .set(std::sync::Arc::new(session("t", 1)))
+            .await
+            .is_err());
+    }
+    let took = start.elapsed();
+    assert!(
+        took < connect_timeout * (2 * n) / 2,
+        "{} calls took {took:?}",
+        2 * n
+    );
+}
