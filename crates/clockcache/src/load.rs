@@ -327,16 +327,11 @@ where
         loop {
             match self.begin_load(hash, &mut key) {
                 Flight::Found(v) => return Ok(v),
-                Flight::Join(p) => match p.wait() {
-                    Outcome::Value(v) => return Ok(v),
-                    Outcome::Error(e) => {
-                        if let Ok(e) = e.downcast::<E>() {
-                            return Err(e);
-                        }
+                Flight::Join(p) => {
+                    if let Some(r) = waited(p.wait()) {
+                        return r;
                     }
-                    // The loader panicked: start over.
-                    Outcome::Retry => {}
-                },
+                }
                 Flight::Lead(p) => {
                     let lead = Lead::new(self, hash, p);
                     let init = init.take().expect("a caller leads at most one load");
@@ -445,16 +440,11 @@ where
             let flight = self.begin_load(hash, &mut key);
             match flight {
                 Flight::Found(v) => return Ok(v),
-                Flight::Join(p) => match p.wait_async().await {
-                    Outcome::Value(v) => return Ok(v),
-                    Outcome::Error(e) => {
-                        if let Ok(e) = e.downcast::<E>() {
-                            return Err(e);
-                        }
+                Flight::Join(p) => {
+                    if let Some(r) = waited(p.wait_async().await) {
+                        return r;
                     }
-                    // The leader panicked or was cancelled: start over.
-                    Outcome::Retry => {}
-                },
+                }
                 Flight::Lead(p) => {
                     let lead = Lead::new(self, hash, p);
                     let init = init.take().expect("a caller leads at most one load");
@@ -501,6 +491,17 @@ where
             superseded: false,
         });
         Flight::Lead(pending)
+    }
+}
+
+/// What a loading call returns after waiting for another caller's load:
+/// its value, its error if of this call's error type, else `None`: start
+/// over (the loader panicked or was cancelled, or failed with another type).
+fn waited<V, E: Send + Sync + 'static>(o: Outcome<V>) -> Option<Result<V, StdArc<E>>> {
+    match o {
+        Outcome::Value(v) => Some(Ok(v)),
+        Outcome::Error(e) => e.downcast::<E>().ok().map(Err),
+        Outcome::Retry => None,
     }
 }
 
