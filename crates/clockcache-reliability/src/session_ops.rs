@@ -174,6 +174,14 @@ struct Model {
     ttl: Option<u64>,
     /// The service's secondary index: token -> (user, order).
     index: BTreeMap<String, (Option<Id>, Option<Id>)>,
+    /// When each indexed token was recorded, and the tokens by that order:
+    /// a full index drops the entry that lapses first, which here (every
+    /// copy lives the same cache ttl) is the one recorded first.
+    index_seq: BTreeMap<String, u64>,
+    by_seq: BTreeMap<u64, String>,
+    recorded: u64,
+    /// The service's `index_capacity()`.
+    index_capacity: usize,
 }
 
 impl Model {
@@ -198,10 +206,27 @@ impl Model {
     /// The service's `Index::record`.
     fn record(&mut self, s: &CachedSession) {
         self.index.remove(&s.token);
+        // A copy already past its cache_expiry or expires is not indexed.
+        if s.remaining_cache_life(OffsetDateTime::now_utc()).is_none() {
+            return;
+        }
         let user = s.user.as_ref().map(|u| u.id.clone());
         let order = s.active_order_id.clone();
         if user.is_some() || order.is_some() {
             self.index.insert(s.token.clone(), (user, order));
+            self.recorded += 1;
+            self.index_seq.insert(s.token.clone(), self.recorded);
+            self.by_seq.insert(self.recorded, s.token.clone());
+        }
+        while self.index.len() > self.index_capacity {
+            let Some((seq, token)) = self.by_seq.pop_first() else {
+                break;
+            };
+            // Only the token's latest recording counts, and only while the
+            // token is still indexed.
+            if self.index_seq.get(&token) == Some(&seq) && self.index.remove(&token).is_some() {
+                self.index_seq.remove(&token);
+            }
         }
     }
 }
@@ -237,6 +262,10 @@ pub fn check(input: &Input) {
     let mut opts = InMemoryOptions::default()
         .max(1 + u64::from(input.max % 8))
         .clock(clock.clone())
+        // The model counts departures only: a replacement by a `set` is not
+        // one (that dispose reports it by default is checked in the session
+        // crate's tests).
+        .no_dispose_on_set(true)
         .dispose({
             let events = events.clone();
             move |token: &str, s: &Arc<CachedSession>, cause| {
@@ -279,6 +308,7 @@ pub fn check(input: &Input) {
     let mut m = Model {
         now: 1,
         ttl: input.ttl.map(|t| u64::from(t) * MS),
+        index_capacity: service.index_capacity(),
         ..Model::default()
     };
 

@@ -20,9 +20,9 @@
 //!   garbage flushed, every value created dropped exactly once and either
 //!   reported to the listener or live at the end.
 
-use crate::tracked::{DropCounter, Tracked};
+use crate::tracked::{Departures, DropCounter, Tracked};
 use clockcache::{Cache, Clock, EvictionPolicy, MockClock};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -89,7 +89,7 @@ fn check_read(k: u64, v: &Tracked, t0: u64) {
 /// Runs one stress configuration; panics at the first broken invariant.
 pub fn run(cfg: &StressConfig) -> StressReport {
     let counter = Arc::new(DropCounter::default());
-    let departed = Arc::new(AtomicUsize::new(0));
+    let departed = Arc::new(Departures::default());
     let clock = MockClock::new();
     let mut b = Cache::builder()
         .capacity(cfg.capacity)
@@ -100,7 +100,7 @@ pub fn run(cfg: &StressConfig) -> StressReport {
             let departed = departed.clone();
             move |k: &u64, v: &Tracked, _cause| {
                 assert_eq!(*k, v.key(), "listener: a value of another key");
-                departed.fetch_add(1, Ordering::Relaxed);
+                departed.record(v);
             }
         });
     if cfg.weighted {
@@ -186,8 +186,9 @@ pub fn run(cfg: &StressConfig) -> StressReport {
                                 }
                             }
                             28..=29 => {
-                                let v = cache
-                                    .get_or_insert_with(key, || Tracked::new(counter, key, val));
+                                let v = cache.get_or_insert_with(key, || {
+                                    Tracked::new_loaded(counter, key, val)
+                                });
                                 assert_eq!(v.key(), key, "get_or_insert_with: another key");
                             }
                             30 => {
@@ -258,7 +259,15 @@ pub fn run(cfg: &StressConfig) -> StressReport {
     for (k, v) in cache.iter() {
         check_read(k, &v, t0);
     }
-    let live = cache.len();
+    // Expired entries still counted by `len` leave now (reported), so that
+    // `iter` shows every entry left.
+    cache.purge_expired();
+    let live: Vec<bool> = cache.iter().map(|(_, v)| v.is_loaded()).collect();
+    assert_eq!(
+        live.len(),
+        cache.len(),
+        "iter and len disagree at quiescence"
+    );
     drop(cache);
     let alive = counter.settle();
     assert_eq!(alive, 0, "{alive} values never dropped");
@@ -267,12 +276,8 @@ pub fn run(cfg: &StressConfig) -> StressReport {
         counter.created(),
         "a value dropped twice"
     );
-    let departures = departed.load(Ordering::SeqCst);
-    assert_eq!(
-        departures + live,
-        counter.created(),
-        "departures reported + live at the end != values created"
-    );
+    departed.check(&counter, &live, 0);
+    let departures = departed.total();
     StressReport {
         ops: ops.load(Ordering::Relaxed),
         checked_reads: checked.load(Ordering::Relaxed),

@@ -1,6 +1,7 @@
 //! Multi-threaded stress with drop-counting values: every value created is
 //! dropped exactly once (nothing leaked, nothing freed twice), the listener
-//! hears about every departure exactly once, `len` stays within the bound,
+//! hears about every departure exactly once (a loaded value may be
+//! not stored at all, when a write of its key superseded the load), `len` stays within the bound,
 //! and no read returns an expired value or a value never inserted for its
 //! key.
 
@@ -24,6 +25,11 @@ struct Payload {
     /// nanoseconds: set once `insert_with_ttl` has returned (the clock read
     /// then, plus the ttl). 0 while unknown, `u64::MAX` for no expiry.
     latest_deadline: AtomicU64,
+    /// Made by a loader (`get_or_insert_with`): such a value is not stored
+    /// when a write of its key superseded the load, so it may never depart.
+    loaded: AtomicBool,
+    /// Set by the listener: a second report of one value fails the test.
+    reported: AtomicBool,
 }
 
 impl Tracked {
@@ -32,6 +38,8 @@ impl Tracked {
         Self(Arc::new(Payload {
             key,
             latest_deadline: AtomicU64::new(latest_deadline),
+            loaded: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
         }))
     }
 }
@@ -56,6 +64,9 @@ fn settle(expected: usize) {
 fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
     let clock = MockClock::new();
     let departed = Arc::new(AtomicUsize::new(0));
+    let departed_loaded = Arc::new(AtomicUsize::new(0));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let dl = departed_loaded.clone();
     let d = departed.clone();
     let cache: Cache<u64, Tracked> = Cache::builder()
         .capacity(512)
@@ -64,7 +75,15 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
         .clock(clock.clone())
         .eviction_listener(move |k: &u64, v: &Tracked, _c: RemovalCause| {
             assert_eq!(*k, v.0.key);
-            d.fetch_add(1, Ordering::SeqCst);
+            assert!(
+                !v.0.reported.swap(true, Ordering::SeqCst),
+                "a departure reported twice"
+            );
+            if v.0.loaded.load(Ordering::SeqCst) {
+                dl.fetch_add(1, Ordering::SeqCst);
+            } else {
+                d.fetch_add(1, Ordering::SeqCst);
+            }
         })
         .build();
     let rejected = Arc::new(AtomicUsize::new(0));
@@ -80,7 +99,12 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
     };
     let workers: Vec<_> = (0..threads as u64)
         .map(|t| {
-            let (cache, clock, rejected) = (cache.clone(), clock.clone(), rejected.clone());
+            let (cache, clock, rejected, loads) = (
+                cache.clone(),
+                clock.clone(),
+                rejected.clone(),
+                loads.clone(),
+            );
             thread::spawn(move || {
                 let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
                 for i in 0..ops {
@@ -128,7 +152,12 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
                             }
                         }
                         13 => {
-                            let v = cache.get_or_insert_with(key, || Tracked::new(key, u64::MAX));
+                            let v = cache.get_or_insert_with(key, || {
+                                loads.fetch_add(1, Ordering::SeqCst);
+                                let v = Tracked::new(key, u64::MAX);
+                                v.0.loaded.store(true, Ordering::SeqCst);
+                                v
+                            });
                             assert_eq!(v.0.key, key);
                         }
                         14 => {
@@ -160,6 +189,10 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
         cache.len()
     );
     let live = cache.len();
+    let live_loaded = cache
+        .iter()
+        .filter(|(_, v)| v.0.loaded.load(Ordering::SeqCst))
+        .count();
     drop(cache);
     let created = CREATED.load(Ordering::SeqCst);
     settle(created);
@@ -168,10 +201,18 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
         created,
         "every value dropped exactly once"
     );
+    // Every value that was not loaded was stored: it departed (reported
+    // once) or is still live, unless a compare-and-swap rejected it.
+    let loads = loads.load(Ordering::SeqCst);
     assert_eq!(
-        departed.load(Ordering::SeqCst) + live + rejected.load(Ordering::SeqCst),
-        created,
+        departed.load(Ordering::SeqCst) + (live - live_loaded) + rejected.load(Ordering::SeqCst),
+        created - loads,
         "every departure reported once"
+    );
+    // A loaded value was stored unless a write superseded its load.
+    assert!(
+        departed_loaded.load(Ordering::SeqCst) + live_loaded <= loads,
+        "a loaded value reported more often than loaded"
     );
 }
 
