@@ -336,8 +336,14 @@ pub fn check(input: &Input) {
                 Op::Touch(t, spec) => {
                     let token = world.token(t);
                     let new = world.session(&spec);
+                    // A touch applies only to the copy it was given: the
+                    // cached one, equal to `new` in every field but expires.
                     let current = if world.valid(t) {
-                        m.live(token).cloned()
+                        m.live(token).cloned().filter(|cur| {
+                            let mut same = (**cur).clone();
+                            same.expires = new.expires;
+                            same == new
+                        })
                     } else {
                         None
                     };
