@@ -5,6 +5,8 @@
 //! The async calls are driven by `pollster::block_on`, which adds only a poll and a no-op
 //! waker, so the difference between the two forms is the async call's own cost.
 //!
+//! A second group measures hits on a cache with refresh-ahead beside hits on a plain one.
+//!
 //! `cargo bench -p clockcache-bench --bench loading` (add `-- --quick` for a fast pass).
 
 use std::convert::Infallible;
@@ -109,5 +111,65 @@ fn benches(cr: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(loading, benches);
+/// Hits on a refreshing cache (refresh-ahead), beside hits on a plain one: what the write-time
+/// check adds to a hit when no entry is due, and when every entry is due with its reload
+/// already claimed (the executor keeps the jobs and never runs them).
+fn refresh_hits(cr: &mut Criterion) {
+    use clockcache::{Cache, MockClock, Refresh, RefreshJob};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let mut g = cr.benchmark_group("refresh");
+    let plain = clockcache_full();
+    let clock = MockClock::new();
+    let held: Arc<Mutex<Vec<RefreshJob>>> = Arc::default();
+    let keep = Arc::clone(&held);
+    let refreshing: Cache<u64, u64> = Cache::builder()
+        .capacity(CAP)
+        .clock(clock.clone())
+        .refresh_after(
+            Duration::from_secs(60),
+            Refresh::with_executor(
+                |_k: &u64, v: &u64| Ok::<_, Infallible>(*v),
+                move |job| keep.lock().unwrap().push(job),
+            ),
+        )
+        .build();
+    for k in 0..CAP {
+        refreshing.insert(k, k);
+    }
+    let mut i = 0u64;
+    g.bench_function("clockcache get (hit)", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(plain.get(&key(i)))
+        })
+    });
+    g.bench_function("clockcache get, refreshing, not due (hit)", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(refreshing.get(&key(i)))
+        })
+    });
+    clock.advance(Duration::from_secs(60));
+    for k in 0..HOT {
+        refreshing.get(&k);
+    }
+    assert_eq!(
+        held.lock().unwrap().len() as u64,
+        HOT,
+        "every hot key claimed"
+    );
+    g.bench_function("clockcache get, refreshing, reload in flight (hit)", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(refreshing.get(&key(i)))
+        })
+    });
+    g.finish();
+    // Withdrawn as failed refreshes, with the cache still alive.
+    held.lock().unwrap().clear();
+}
+
+criterion_group!(loading, benches, refresh_hits);
 criterion_main!(loading);

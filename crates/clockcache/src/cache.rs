@@ -5,6 +5,7 @@ use crate::builder::CacheBuilder;
 use crate::clock::{duration_nanos, ClockSource};
 use crate::entry::{Entry, NEVER};
 use crate::expiry::Expiry;
+use crate::refresh::RefreshConfig;
 use crate::shard::{Listener, Retired, Shard};
 use crate::slab::InFlight;
 use crate::stats::{CacheStats, ReadCounters};
@@ -46,6 +47,9 @@ pub(crate) struct Core<K, V, S> {
     /// Sealed batches of removed entries whose values the collector has
     /// not dropped yet, over every shard.
     pub(crate) in_flight: Arc<InFlight>,
+    /// Refresh-ahead, if configured (its entries' blocks then carry their
+    /// write time).
+    pub(crate) refresh: Option<RefreshConfig<K, V>>,
 }
 
 /// A bounded, thread-safe, concurrent cache.
@@ -157,12 +161,20 @@ where
         // The bucket's cache miss overlaps the pin's atomic instruction.
         shard.prefetch(hash);
         let guard = epoch::pin();
-        let found = shard.table(&guard).find(hash, key, &guard);
+        let found = shard.table(&guard).find_raw(hash, key, &guard);
         match found {
-            Some(e) if self.live_for_read(e) => {
+            // SAFETY: the table's pointer, loaded while `guard` is pinned:
+            // the entry stays allocated until it unpins (see `find`).
+            Some(p) if self.live_for_read(unsafe { p.as_ref() }) => {
+                // SAFETY: as above.
+                let e = unsafe { p.as_ref() };
                 e.touch();
                 self.core.reads.hit();
-                Some(e.value().clone())
+                let value = e.value().clone();
+                if let Some(config) = &self.core.refresh {
+                    self.refresh_if_due(config, p, hash, &value, guard);
+                }
+                Some(value)
             }
             _ => {
                 if COUNT_MISS {
@@ -358,7 +370,7 @@ where
             None
         };
         (
-            inner.alloc(Entry::new(key, value, hash, weight, deadline, idle)),
+            inner.alloc(Entry::new(key, value, hash, weight, deadline, idle), now),
             doa,
         )
     }

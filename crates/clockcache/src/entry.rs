@@ -144,4 +144,14 @@ mod tests {
         assert_eq!(offset_of!(E, freq), 16);
         assert!(offset_of!(E, deadline) < 32);
     }
+
+    /// A refreshing cache's block is 8 bytes longer (the write time's
+    /// trailer); every other cache keeps the entry's own size.
+    #[cfg(not(clockcache_no_recycle))]
+    #[test]
+    fn a_refreshing_block_adds_eight_bytes() {
+        type E = Entry<u64, u64>;
+        assert_eq!(crate::slab::block_layout::<E>(false), (40, 8));
+        assert_eq!(crate::slab::block_layout::<E>(true), (48, 8));
+    }
 }

@@ -93,6 +93,12 @@
 //! # });
 //! ```
 //!
+//! A cache built with [`CacheBuilder::refresh_after`] reloads a key that is
+//! being read before it expires: a hit on an entry older than the refresh
+//! period returns the cached value at once and starts one reload of the key
+//! in the background (see [`Refresh`]), so that readers of a hot key never
+//! wait for its load.
+//!
 //! # Choosing settings
 //!
 //! - [`Cache::new`] bounds the number of entries; [`CacheBuilder::weigher`]
@@ -115,6 +121,7 @@ mod load;
 mod loader;
 mod policy;
 mod raw;
+mod refresh;
 mod ring;
 mod shard;
 mod slab;
@@ -133,6 +140,9 @@ pub use iter::Iter;
 #[cfg(not(loom))]
 pub use load::{GuardResult, Placeholder};
 pub use policy::EvictionPolicy;
+#[cfg(not(loom))]
+pub use refresh::RefreshTask;
+pub use refresh::{Refresh, RefreshJob};
 pub use stats::CacheStats;
 
 /// Why an entry left the cache (given to the eviction listener).

@@ -552,7 +552,7 @@ where
     }
 
     /// Ends the load with the loader's result, returned to the caller.
-    fn end<E: Send + Sync + 'static>(mut self, r: Result<V, E>) -> Result<V, StdArc<E>> {
+    pub(crate) fn end<E: Send + Sync + 'static>(mut self, r: Result<V, E>) -> Result<V, StdArc<E>> {
         match r {
             Ok(v) => {
                 self.succeed(v.clone());
@@ -577,7 +577,7 @@ where
     /// Inserts the loaded value and withdraws the load in one critical
     /// section (so no caller can see neither), unless a write superseded the
     /// load, then hands the value to the waiters.
-    fn succeed(&mut self, value: V) {
+    pub(crate) fn succeed(&mut self, value: V) {
         let cache = self.cache;
         let shard = cache.shard(self.hash);
         let now = cache.writer_now(false);

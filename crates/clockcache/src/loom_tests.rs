@@ -414,3 +414,41 @@ fn loom_remove_during_a_load_wins() {
         assert_eq!(c.get(&5), if began { None } else { Some(50) });
     });
 }
+
+/// A due hit starts a refresh while another thread replaces the key: the
+/// replacing write wins whatever the order, so the cache ends with the
+/// written value. The reader that claimed the refresh checks, under the
+/// shard lock, that the entry it read is still the key's live one before it
+/// registers the reload; without that check, loom finds the run in which
+/// the reader reads the old entry, the insert completes, and the reload,
+/// registered after the insert and so not superseded by it, overwrites the
+/// written value with one computed from the old.
+#[test]
+fn loom_refresh_races_replacing_insert() {
+    loom::model(|| {
+        let clock = MockClock::new();
+        let c: Cache<u64, u64, ahash::RandomState> = Cache::builder()
+            .capacity(4)
+            .shards(1)
+            .clock(clock.clone())
+            .refresh_after(
+                Duration::from_secs(1),
+                crate::Refresh::with_executor(
+                    |_k: &u64, old: &u64| Ok::<_, ()>(old + 1),
+                    |job| job(),
+                ),
+            )
+            .build_with_hasher(hasher());
+        c.insert(1, 10);
+        clock.advance(Duration::from_secs(1));
+        let w = {
+            let c = c.clone();
+            thread::spawn(move || c.insert(1, 20))
+        };
+        thread::yield_now();
+        let seen = c.get(&1);
+        assert!(matches!(seen, Some(10 | 11 | 20)), "{seen:?}");
+        w.join().unwrap();
+        assert_eq!(c.peek(&1), Some(20));
+    });
+}

@@ -49,6 +49,7 @@ use crate::entry::Entry;
 use crate::sync::epoch::Guard;
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use equivalent::Equivalent;
+use std::ptr::NonNull;
 
 /// Slots per bucket.
 const GROUP: usize = 7;
@@ -357,6 +358,24 @@ impl<K, V> RawTable<K, V> {
         // SAFETY: see `locate`: loaded while `_guard` is pinned, so the
         // entry outlives the guard's borrow.
         Some(unsafe { &*p })
+    }
+
+    /// [`find`](Self::find), returning the pointer the slab handed out (it
+    /// carries the provenance of the entry's whole block, so a refreshing
+    /// cache reaches the block's trailer from it).
+    #[inline]
+    pub(crate) fn find_raw<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        _guard: &Guard,
+    ) -> Option<NonNull<Entry<K, V>>>
+    where
+        Q: Equivalent<K> + ?Sized,
+    {
+        let (_, p) = self.locate(hash, key, Ordering::Acquire)?;
+        // `locate` skips null slots.
+        NonNull::new(p)
     }
 
     /// Slot of the live entry for `key` (writer only, shard lock held).

@@ -195,8 +195,9 @@ impl<K, V> Inner<K, V> {
 
 impl<K: Send + 'static, V: Send + 'static> Inner<K, V> {
     /// Moves `entry` into a block of the shard's slab.
-    pub(crate) fn alloc(&mut self, entry: Entry<K, V>) -> NonNull<Entry<K, V>> {
-        self.slab.alloc(entry)
+    /// `stamp` is its write time, kept only by refreshing caches.
+    pub(crate) fn alloc(&mut self, entry: Entry<K, V>, stamp: u64) -> NonNull<Entry<K, V>> {
+        self.slab.alloc(entry, stamp)
     }
 }
 
@@ -250,6 +251,7 @@ where
         table_items: usize,
         duel: Duel,
         in_flight: Arc<InFlight>,
+        refreshing: bool,
     ) -> Self {
         let initial = item_limit.min(INITIAL_ITEMS).max(table_items);
         let table = RawTable::for_items(table_items);
@@ -268,7 +270,7 @@ where
                 over: false,
                 item_limit,
                 loading: Vec::new(),
-                slab: Slab::new(item_limit, budget, in_flight),
+                slab: Slab::new(item_limit, budget, in_flight, refreshing),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),

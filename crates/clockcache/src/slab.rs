@@ -32,6 +32,10 @@
 //! after its cache is gone drops its values and frees the chunks if it is
 //! the last owner, and touches nothing freed.
 //!
+//! A cache that refreshes entries ahead of their expiry keeps each entry's
+//! write time in an 8-byte trailer after its block (see [`trailer`]), so
+//! that caches without refresh keep their 40-byte blocks.
+//!
 //! Under loom, and with `--cfg clockcache_no_recycle` (the AddressSanitizer
 //! runs, so that a use after free stays visible to ASan), every entry is its
 //! own `Box`, dropped and freed by a function deferred to the collector.
@@ -118,12 +122,30 @@ pub(crate) fn seal_weight(budget: u64) -> u64 {
     (budget / SEAL_SHARE).max(1)
 }
 
-pub(crate) use imp::Slab;
+pub(crate) use imp::{trailer, Slab};
+
+/// Where a block's trailer starts: right after the value, 8-aligned.
+#[cfg(not(any(loom, clockcache_no_recycle)))]
+const fn trailer_offset<T>() -> usize {
+    std::mem::size_of::<T>().next_multiple_of(8)
+}
+
+/// A block's size and alignment: the value's, or with a trailer, room for
+/// the value and an 8-aligned `u64` after it.
+#[cfg(not(any(loom, clockcache_no_recycle)))]
+pub(crate) fn block_layout<T>(with_trailer: bool) -> (usize, usize) {
+    if with_trailer {
+        let align = std::mem::align_of::<T>().max(8);
+        ((trailer_offset::<T>() + 8).next_multiple_of(align), align)
+    } else {
+        (std::mem::size_of::<T>(), std::mem::align_of::<T>())
+    }
+}
 
 #[cfg(not(any(loom, clockcache_no_recycle)))]
 mod imp {
-    use super::{seal_weight, Guard, InFlight, NonNull, BATCH};
-    use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
+    use super::{block_layout, seal_weight, trailer_offset, Guard, InFlight, NonNull, BATCH};
+    use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
     use std::alloc::{self, Layout};
 
     /// Smallest and largest chunk, in blocks.
@@ -135,10 +157,9 @@ mod imp {
 
     /// `n` blocks, or a few more so that a large chunk fills its last page:
     /// the allocator maps large chunks as whole pages plus a small header.
-    fn fill_pages<T>(n: usize) -> usize {
+    fn fill_pages(n: usize, size: usize) -> usize {
         const PAGE: usize = 4096;
         const HEADER: usize = 16;
-        let size = std::mem::size_of::<T>();
         if size == 0 || n * size < 32 * PAGE {
             return n;
         }
@@ -148,8 +169,8 @@ mod imp {
     /// What a slab shares with its sealed batches: the chunks (freed when
     /// the last owner goes) and the lists of emptied blocks coming back.
     struct Home<T> {
-        /// Every chunk: its first block and its length in blocks.
-        chunks: Mutex<Vec<(NonNull<T>, usize)>>,
+        /// Every chunk: its first block and its layout.
+        chunks: Mutex<Vec<(NonNull<T>, Layout)>>,
         /// Block lists whose values the collector has dropped.
         returned: Mutex<Vec<Vec<NonNull<T>>>>,
         /// Whether `returned` may hold a list: lets an allocation that finds
@@ -161,8 +182,7 @@ mod imp {
 
     impl<T> Drop for Home<T> {
         fn drop(&mut self) {
-            for &(base, n) in self.chunks.lock().iter() {
-                let layout = Layout::array::<T>(n).expect("allocated with this layout");
+            for &(base, layout) in self.chunks.lock().iter() {
                 if layout.size() != 0 {
                     // SAFETY: allocated in `carve` with this layout. The
                     // slab and every batch are gone (they own the `Home`),
@@ -226,6 +246,11 @@ mod imp {
         spare: Vec<Vec<NonNull<T>>>,
         /// Blocks the shard expects to hold live at most.
         limit: usize,
+        /// Bytes from one block to the next, and their alignment.
+        stride: usize,
+        align: usize,
+        /// Whether blocks carry a trailer.
+        with_trailer: bool,
     }
 
     // SAFETY: the slab owns the values in its blocks and hands `&T` only to
@@ -239,7 +264,14 @@ mod imp {
     impl<T: Send + 'static> Slab<T> {
         /// A slab for a shard expecting at most `limit` live entries within
         /// `budget` weight; `in_flight` counts its batches not yet run.
-        pub(crate) fn new(limit: usize, budget: u64, in_flight: Arc<InFlight>) -> Self {
+        /// With `with_trailer`, each block carries a [`trailer`](super::trailer).
+        pub(crate) fn new(
+            limit: usize,
+            budget: u64,
+            in_flight: Arc<InFlight>,
+            with_trailer: bool,
+        ) -> Self {
+            let (stride, align) = block_layout::<T>(with_trailer);
             Self {
                 home: Arc::new(Home {
                     chunks: Mutex::new(Vec::new()),
@@ -256,12 +288,16 @@ mod imp {
                 seal_weight: seal_weight(budget),
                 spare: Vec::new(),
                 limit,
+                stride,
+                align,
+                with_trailer,
             }
         }
 
-        /// Moves `value` into a block.
+        /// Moves `value` into a block, and `stamp` into its trailer if
+        /// blocks carry one.
         #[inline]
-        pub(crate) fn alloc(&mut self, value: T) -> NonNull<T> {
+        pub(crate) fn alloc(&mut self, value: T, stamp: u64) -> NonNull<T> {
             if self.free.is_empty() && self.home.any_returned.load(Ordering::Acquire) {
                 self.take_returned();
             }
@@ -279,6 +315,18 @@ mod imp {
             // SAFETY: `p` is a block of one of our chunks that holds no
             // value (free, or never used), owned by the slab alone.
             unsafe { p.as_ptr().write(value) };
+            if self.with_trailer {
+                // SAFETY: as above; blocks of this slab have room for a
+                // trailer at that offset, 8-aligned (`block_layout`), and
+                // `p` carries the provenance of its whole chunk.
+                unsafe {
+                    p.as_ptr()
+                        .cast::<u8>()
+                        .add(trailer_offset::<T>())
+                        .cast::<AtomicU64>()
+                        .write(AtomicU64::new(stamp))
+                };
+            }
             p
         }
 
@@ -319,8 +367,11 @@ mod imp {
                     // Past the limit only by blocks in flight: small steps.
                     (total / 64).clamp(MIN_CHUNK, MAX_CHUNK)
                 };
-                let n = fill_pages::<T>(n);
-                let layout = Layout::array::<T>(n).expect("chunk size fits in memory");
+                let n = fill_pages(n, self.stride);
+                let layout = n
+                    .checked_mul(self.stride)
+                    .and_then(|size| Layout::from_size_align(size, self.align).ok())
+                    .expect("chunk size fits in memory");
                 let base = if layout.size() == 0 {
                     NonNull::dangling()
                 } else {
@@ -328,7 +379,7 @@ mod imp {
                     let p = unsafe { alloc::alloc(layout) };
                     NonNull::new(p.cast::<T>()).unwrap_or_else(|| alloc::handle_alloc_error(layout))
                 };
-                self.home.chunks.lock().push((base, n));
+                self.home.chunks.lock().push((base, layout));
                 self.last = (base, n);
                 self.total += n;
                 self.fresh = n;
@@ -336,8 +387,11 @@ mod imp {
             let (base, n) = self.last;
             let i = n - self.fresh;
             self.fresh -= 1;
-            // SAFETY: `i < n`, inside the chunk's allocation.
-            unsafe { NonNull::new_unchecked(base.as_ptr().add(i)) }
+            // SAFETY: `i < n`, so the block lies inside the chunk's
+            // allocation, aligned for `T` (the stride is a multiple of it).
+            unsafe {
+                NonNull::new_unchecked(base.as_ptr().cast::<u8>().add(i * self.stride).cast())
+            }
         }
 
         /// Seals the pending blocks into a batch, however few, and hands it
@@ -394,7 +448,7 @@ mod imp {
         pub(crate) fn overhead_bytes(&self) -> usize {
             let ptr = std::mem::size_of::<NonNull<T>>();
             let returned: usize = self.home.returned.lock().iter().map(Vec::len).sum();
-            (self.free.len() + self.fresh + returned) * std::mem::size_of::<T>()
+            (self.free.len() + self.fresh + returned) * self.stride
                 + (self.free.capacity() + self.pending.capacity()) * ptr
                 + self.spare.iter().map(|l| l.capacity() * ptr).sum::<usize>()
         }
@@ -409,6 +463,27 @@ mod imp {
             // SAFETY: the caller's contract.
             unsafe { p.as_ptr().drop_in_place() };
             self.free.push(p);
+        }
+    }
+
+    /// The trailer of block `p`: the write time of a refreshing cache's
+    /// entry.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a block of a slab built with trailers, as `alloc` returned it
+    /// (not a pointer re-derived from a reference to the value), that holds
+    /// a value: live, or retired while the caller stays pinned.
+    #[inline]
+    pub(crate) unsafe fn trailer<'a, T>(p: NonNull<T>) -> &'a AtomicU64 {
+        // SAFETY: the caller's contract: the block has a trailer at this
+        // offset, initialised by `alloc`, 8-aligned, and stays allocated
+        // while the value is reachable.
+        unsafe {
+            &*p.as_ptr()
+                .cast::<u8>()
+                .add(trailer_offset::<T>())
+                .cast::<AtomicU64>()
         }
     }
 
@@ -429,11 +504,48 @@ mod imp {
 #[cfg(any(loom, clockcache_no_recycle))]
 mod imp {
     use super::{seal_weight, Guard, InFlight, NonNull, BATCH};
-    use crate::sync::Arc;
+    use crate::sync::{Arc, AtomicU64};
+
+    /// A value with its trailer, boxed together.
+    #[repr(C)]
+    struct Block<T> {
+        value: T,
+        trailer: AtomicU64,
+    }
+
+    /// Frees the box behind `p`, dropping its value.
+    ///
+    /// # Safety
+    ///
+    /// `p` came from `alloc` of a slab with this `with_trailer`, and is
+    /// freed once.
+    unsafe fn free<T>(p: *mut T, with_trailer: bool) {
+        if with_trailer {
+            // SAFETY: the caller's contract: `p` is `Box<Block<T>>`'s pointer.
+            drop(unsafe { Box::from_raw(p.cast::<Block<T>>()) });
+        } else {
+            // SAFETY: the caller's contract: `p` is `Box<T>`'s pointer.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+
+    /// The trailer of block `p` (see the recycling slab's `trailer`).
+    ///
+    /// # Safety
+    ///
+    /// `p` came from `alloc` of a slab built with trailers and holds a value
+    /// (live, or retired while the caller stays pinned).
+    #[inline]
+    pub(crate) unsafe fn trailer<'a, T>(p: NonNull<T>) -> &'a AtomicU64 {
+        // SAFETY: the caller's contract: `p` is a `Block<T>`'s pointer
+        // (`repr(C)`, value first), allocated while the value is reachable.
+        unsafe { &(*p.as_ptr().cast::<Block<T>>()).trailer }
+    }
 
     /// One `Box` per entry, dropped and freed through the epoch collector.
     pub(crate) struct Slab<T> {
         in_flight: Arc<InFlight>,
+        with_trailer: bool,
         /// Entries retired since the last flush, and their weight: the
         /// thresholds of the recycling slab's batches decide when the
         /// caller flushes, so that the memory bound is the same.
@@ -444,9 +556,15 @@ mod imp {
     }
 
     impl<T: Send + 'static> Slab<T> {
-        pub(crate) fn new(_limit: usize, budget: u64, in_flight: Arc<InFlight>) -> Self {
+        pub(crate) fn new(
+            _limit: usize,
+            budget: u64,
+            in_flight: Arc<InFlight>,
+            with_trailer: bool,
+        ) -> Self {
             Self {
                 in_flight,
+                with_trailer,
                 unsealed: 0,
                 unsealed_weight: 0,
                 seal_weight: seal_weight(budget),
@@ -454,24 +572,35 @@ mod imp {
             }
         }
 
-        pub(crate) fn alloc(&mut self, value: T) -> NonNull<T> {
-            NonNull::from(Box::leak(Box::new(value)))
+        pub(crate) fn alloc(&mut self, value: T, stamp: u64) -> NonNull<T> {
+            let p = if self.with_trailer {
+                Box::into_raw(Box::new(Block {
+                    value,
+                    trailer: AtomicU64::new(stamp),
+                }))
+                .cast::<T>()
+            } else {
+                Box::into_raw(Box::new(value))
+            };
+            // SAFETY: `Box::into_raw` never returns null.
+            unsafe { NonNull::new_unchecked(p) }
         }
 
         pub(crate) fn retire(&mut self, p: NonNull<T>, weight: u32, guard: &Guard) -> bool {
             let raw = p.as_ptr();
+            let with_trailer = self.with_trailer;
             let in_flight = Arc::clone(&self.in_flight);
             let weight = u64::from(weight);
             in_flight.sealed(weight);
             self.unsealed += 1;
             self.unsealed_weight += weight;
-            // `raw` came from `Box::leak`, was unlinked under the shard lock
+            // `raw` came from `alloc`, was unlinked under the shard lock
             // before this call and is retired once.
             // SAFETY: the collector runs the drop after every thread pinned
             // now has unpinned; `T: Send + 'static` may be dropped anywhere.
             unsafe {
                 guard.defer_unchecked(move || {
-                    drop(Box::from_raw(raw));
+                    free(raw, with_trailer);
                     in_flight.dropped(weight);
                 })
             };
@@ -501,8 +630,8 @@ mod imp {
         /// `p` holds a live value of this slab that no other thread can
         /// reach (the cache is being dropped), and it is not retired.
         pub(crate) unsafe fn drop_live(&mut self, p: NonNull<T>) {
-            // SAFETY: `p` came from `Box::leak`; the caller's contract.
-            drop(unsafe { Box::from_raw(p.as_ptr()) });
+            // SAFETY: `p` came from `alloc`; the caller's contract.
+            unsafe { free(p.as_ptr(), self.with_trailer) };
         }
     }
 }
@@ -537,9 +666,9 @@ mod tests {
     fn retired_values_drop_without_further_writes_and_their_blocks_come_back() {
         let drops = Arc::new(Count::new(0));
         let in_flight = Arc::new(InFlight::new());
-        let mut slab = Slab::new(1_000, 1 << 20, Arc::clone(&in_flight));
+        let mut slab = Slab::new(1_000, 1 << 20, Arc::clone(&in_flight), false);
         let mut blocks: Vec<_> = (0..2 * BATCH + 3)
-            .map(|_| slab.alloc(Counted(Arc::clone(&drops))))
+            .map(|_| slab.alloc(Counted(Arc::clone(&drops)), 0))
             .collect();
         {
             let guard = epoch::pin();
@@ -551,7 +680,7 @@ mod tests {
             // Still pinned: nothing retired may be dropped or reused.
             guard.flush();
             assert_eq!(drops.load(Ordering::SeqCst), 0);
-            let fresh = slab.alloc(Counted(Arc::clone(&drops)));
+            let fresh = slab.alloc(Counted(Arc::clone(&drops)), 0);
             assert!(!blocks.contains(&fresh));
             assert!(slab.retire(fresh, 1, &guard) || slab.seal(&guard));
             blocks.push(fresh);
@@ -561,7 +690,7 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), blocks.len());
         // Their blocks come back to the next allocation that finds the free
         // list empty (this one: the slab never freed a block before).
-        let again = slab.alloc(Counted(Arc::clone(&drops)));
+        let again = slab.alloc(Counted(Arc::clone(&drops)), 0);
         assert!(blocks.contains(&again), "an emptied block is reused");
         // SAFETY: `again` holds a value handed out by `alloc`, dropped once.
         unsafe { again.as_ptr().drop_in_place() };
@@ -569,16 +698,55 @@ mod tests {
         assert_eq!(Arc::strong_count(&drops), 1, "no value leaked");
     }
 
+    /// Blocks with trailers keep their values and stamps apart, whatever
+    /// the value's size and alignment, and come back like any block.
+    #[test]
+    fn trailers_sit_beside_their_values_for_any_alignment() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug + Send + 'static>(make: fn(u64) -> T) {
+            let in_flight = Arc::new(InFlight::new());
+            let mut slab = Slab::<T>::new(10_000, 1 << 20, Arc::clone(&in_flight), true);
+            let blocks: Vec<_> = (0..100_u64)
+                .map(|i| (i, slab.alloc(make(i), 1_000 + i)))
+                .collect();
+            for &(i, p) in &blocks {
+                assert_eq!(p.as_ptr() as usize % std::mem::align_of::<T>(), 0);
+                // SAFETY: live blocks of a slab with trailers.
+                let stamp = unsafe { trailer(p) };
+                assert_eq!(stamp.load(Ordering::Relaxed), 1_000 + i);
+                stamp.store(i, Ordering::Relaxed);
+            }
+            for &(i, p) in &blocks {
+                // SAFETY: as above.
+                assert_eq!(unsafe { *p.as_ptr() }, make(i), "a stamp overwrote a value");
+                assert_eq!(unsafe { trailer(p) }.load(Ordering::Relaxed), i);
+            }
+            let guard = epoch::pin();
+            for &(_, p) in &blocks {
+                slab.retire(p, 1, &guard);
+            }
+            slab.seal(&guard);
+            drop(guard);
+            drive(&in_flight);
+            let again = slab.alloc(make(7), 7);
+            assert!(blocks.iter().any(|&(_, p)| p == again));
+            // SAFETY: as above.
+            assert_eq!(unsafe { trailer(again) }.load(Ordering::Relaxed), 7);
+        }
+        check(|i| [i as u8; 3]);
+        check(|i| i as u128);
+        check(|i| (i, i as u32));
+    }
+
     #[test]
     fn a_heavy_block_seals_at_once_and_a_batch_may_outlive_its_slab() {
         let drops = Arc::new(Count::new(0));
         let in_flight = Arc::new(InFlight::new());
         // Budget 160: a block of weight 10 is a sixteenth of it.
-        let mut slab = Slab::new(100, 160, Arc::clone(&in_flight));
+        let mut slab = Slab::new(100, 160, Arc::clone(&in_flight), false);
         let guard = epoch::pin();
-        let light = slab.alloc(Counted(Arc::clone(&drops)));
+        let light = slab.alloc(Counted(Arc::clone(&drops)), 0);
         assert!(!slab.retire(light, 9, &guard));
-        let heavy = slab.alloc(Counted(Arc::clone(&drops)));
+        let heavy = slab.alloc(Counted(Arc::clone(&drops)), 0);
         assert!(slab.retire(heavy, 1, &guard), "9 + 1 reaches 160 / 16");
         // The slab goes while its batch waits for `guard`.
         drop(slab);
