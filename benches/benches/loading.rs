@@ -155,11 +155,9 @@ fn refresh_hits(cr: &mut Criterion) {
     for k in 0..HOT {
         refreshing.get(&k);
     }
-    assert_eq!(
-        held.lock().unwrap().len() as u64,
-        HOT,
-        "every hot key claimed"
-    );
+    // Every resident hot key (the fill evicted a few) has its reload claimed.
+    let present = (0..HOT).filter(|k| refreshing.peek(k).is_some()).count();
+    assert_eq!(held.lock().unwrap().len(), present);
     g.bench_function("clockcache get, refreshing, reload in flight (hit)", |b| {
         b.iter(|| {
             i += 1;
