@@ -2,7 +2,7 @@
 
 use crate::cache::{Cache, Core, Weigher};
 use crate::clock::{duration_nanos, Clock, ClockSource};
-use crate::expiry::Expiry;
+use crate::expiry::{trailer_words, Expiry};
 use crate::policy::{Duel, DuelRole, EvictionPolicy, DUEL_MIN_SHARDS};
 use crate::refresh::{Refresh, RefreshConfig};
 use crate::shard::{Listener, Shard};
@@ -166,21 +166,50 @@ where
         self
     }
 
-    /// Default time to live of entries inserted without their own.
+    /// Time to live: an entry expires this long after it was written (unless
+    /// given its own ttl, see [`Cache::insert_with_ttl`]). Combines with
+    /// [`time_to_idle`](Self::time_to_idle) and an [`expiry`](Self::expiry):
+    /// an entry expires at the earliest of their deadlines.
+    ///
+    /// ```
+    /// use clockcache::{Cache, MockClock};
+    /// use std::time::Duration;
+    ///
+    /// let clock = MockClock::new();
+    /// // Idle for 10 s at most, and alive for 30 s at most however often read.
+    /// let sessions: Cache<u32, &str> = Cache::builder()
+    ///     .time_to_live(Duration::from_secs(30))
+    ///     .time_to_idle(Duration::from_secs(10))
+    ///     .clock(clock.clone())
+    ///     .build();
+    /// sessions.insert(1, "alice");
+    /// for _ in 0..2 {
+    ///     clock.advance(Duration::from_secs(9));
+    ///     assert!(sessions.get(&1).is_some()); // read within 10 s: kept
+    /// }
+    /// clock.advance(Duration::from_secs(9)); // 27 s
+    /// assert!(sessions.get(&1).is_some());
+    /// clock.advance(Duration::from_secs(3)); // 30 s: its time to live
+    /// assert!(sessions.get(&1).is_none());
+    /// ```
     pub fn time_to_live(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
     }
 
-    /// Time to idle: an entry inserted without its own ttl (and without an
-    /// [`Expiry`]) expires when not read for this long; every `get` resets
-    /// its timer. Takes precedence over [`time_to_live`](Self::time_to_live).
+    /// Time to idle: an entry inserted without its own ttl expires when not
+    /// read for this long; every hit through `get` or a loading call resets
+    /// its timer (`peek`, `contains_key`, iteration and `compute` do not).
+    /// It never outlives the [`time_to_live`](Self::time_to_live) or the
+    /// [`expiry`](Self::expiry)'s answer: the earliest deadline wins.
     pub fn time_to_idle(mut self, tti: Duration) -> Self {
         self.tti = Some(tti);
         self
     }
 
-    /// Computes each entry's time to live from its key and value.
+    /// Computes each entry's time to live from its key and value, on insert,
+    /// update and read (see [`Expiry`]); combines with the time to live and
+    /// the time to idle (the earliest deadline wins).
     pub fn expiry<E>(mut self, expiry: E) -> Self
     where
         E: Expiry<K, V>,
@@ -252,7 +281,12 @@ where
             || self.tti.is_some()
             || self.expiry.is_some()
             || self.refresh.is_some();
-        let refreshing = self.refresh.is_some();
+        let trailer_words = trailer_words(
+            self.ttl.is_some(),
+            self.tti.is_some(),
+            self.expiry.is_some(),
+            self.refresh.is_some(),
+        );
         let score = Arc::new(AtomicI32::new(0));
         let in_flight = Arc::new(InFlight::new());
         let shards: Box<[Shard<K, V>]> = (0..n)
@@ -289,7 +323,7 @@ where
                     table_items.min(limit),
                     duel,
                     Arc::clone(&in_flight),
-                    refreshing,
+                    trailer_words,
                 )
             })
             .collect();
@@ -312,6 +346,7 @@ where
                 refresh: self
                     .refresh
                     .map(|(period, r)| RefreshConfig::new(duration_nanos(period), r)),
+                trailer_words,
             }),
         }
     }

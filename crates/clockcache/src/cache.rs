@@ -2,9 +2,9 @@
 //! and the write paths that lock one shard at a time.
 
 use crate::builder::CacheBuilder;
-use crate::clock::{duration_nanos, ClockSource};
-use crate::entry::{Entry, NEVER};
-use crate::expiry::Expiry;
+use crate::clock::ClockSource;
+use crate::entry::{Entry, HOOKED, NEVER};
+use crate::expiry::{Deadlines, Expiry};
 use crate::refresh::RefreshConfig;
 use crate::shard::{Listener, Retired, Shard};
 use crate::slab::InFlight;
@@ -50,6 +50,8 @@ pub(crate) struct Core<K, V, S> {
     /// Refresh-ahead, if configured (its entries' blocks then carry their
     /// write time).
     pub(crate) refresh: Option<RefreshConfig<K, V>>,
+    /// Words of each entry block's trailer (see `slab.rs` and `expiry.rs`).
+    pub(crate) trailer_words: usize,
 }
 
 /// A bounded, thread-safe, concurrent cache.
@@ -163,10 +165,10 @@ where
         let guard = epoch::pin();
         let found = shard.table(&guard).find_raw(hash, key, &guard);
         match found {
-            // SAFETY: the table's pointer, loaded while `guard` is pinned:
-            // the entry stays allocated until it unpins (see `find`).
-            Some(p) if self.live_for_read(unsafe { p.as_ref() }) => {
-                // SAFETY: as above.
+            Some(p) if self.live_for_read(p) => {
+                // SAFETY: the table's pointer, loaded while `guard` is
+                // pinned: the entry stays allocated until it unpins (see
+                // `find`).
                 let e = unsafe { p.as_ref() };
                 e.touch();
                 self.core.reads.hit();
@@ -185,8 +187,8 @@ where
         }
     }
 
-    /// Checks the deadline of an entry found by a reader and, with time to
-    /// idle, pushes it forward.
+    /// Checks the deadline of entry `p`, found by a pinned reader, and, if
+    /// its reads move it (time to idle, an `Expiry` read hook), moves it.
     ///
     /// Until something can expire, the deadline is not read at all (it sits
     /// on the entry's last bytes, possibly on a second cache line). A writer
@@ -195,27 +197,23 @@ where
     /// publication stored (Release), so a reader that finds such an entry
     /// sees the flag set.
     #[inline]
-    pub(crate) fn live_for_read(&self, e: &Entry<K, V>) -> bool {
+    pub(crate) fn live_for_read(&self, p: NonNull<Entry<K, V>>) -> bool {
         if !self.core.may_expire.load(Ordering::Relaxed) {
             return true;
         }
+        // SAFETY: the caller found `p` in the table while pinned: it stays
+        // allocated until the caller unpins.
+        let e = unsafe { p.as_ref() };
         let d = e.deadline.load(Ordering::Relaxed);
-        if d == NEVER {
+        if d == NEVER && e.flags & HOOKED == 0 {
             return true;
         }
         let now = self.core.clock.now();
         if d <= now {
             return false;
         }
-        if e.idle {
-            if let Some(tti) = self.core.tti {
-                let next = now.saturating_add(tti).min(NEVER - 1);
-                // Skip the store unless the deadline moves by 1/64 of the
-                // idle time: hot entries are not rewritten on every read.
-                if next > d.saturating_add(tti >> 6) {
-                    e.deadline.store(next, Ordering::Relaxed);
-                }
-            }
+        if e.flags != 0 {
+            self.on_read(p, d, now);
         }
         true
     }
@@ -248,9 +246,11 @@ where
         found.is_some_and(|e| !self.is_expired_now(e))
     }
 
-    /// Inserts or replaces the value for `key`. Its deadline comes from the
-    /// [`Expiry`], else the time to idle, else the default time to live
-    /// (none: it never expires).
+    /// Inserts or replaces the value for `key`. It expires at the earliest
+    /// of its time to live, its idle deadline and its [`Expiry`]'s answer
+    /// (none of them set: never). An old entry of the key that had expired
+    /// but was not reclaimed yet is reported as [`RemovalCause::Expired`],
+    /// not `Replaced`, and the write counts as an insert.
     ///
     /// An entry heavier than the whole capacity is not stored: it replaces
     /// (removes) the key's old entry and is reported to the listener as
@@ -334,7 +334,8 @@ where
         true
     }
 
-    /// Builds an entry: weight, deadline, and whether it cannot stay.
+    /// Builds an entry: weight, deadlines, and whether it cannot stay.
+    #[allow(clippy::too_many_arguments)]
     fn make_entry(
         &self,
         inner: &mut crate::shard::Inner<K, V>,
@@ -343,25 +344,29 @@ where
         hash: u64,
         ttl: Option<Duration>,
         now: u64,
+        guard: &Guard,
     ) -> (NonNull<Entry<K, V>>, Option<RemovalCause>) {
         let core = &*self.core;
         let weight = core.weigher.as_ref().map_or(1, |w| w(&key, &value));
-        let (life, idle) = if let Some(t) = ttl {
-            (Some(duration_nanos(t)), false)
-        } else if let Some(x) = &core.expiry {
-            (
-                x.expire_after_insert(&key, &value).map(duration_nanos),
-                false,
-            )
-        } else if let Some(t) = core.tti {
-            (Some(t), true)
-        } else {
-            (core.ttl, false)
+        // An update asks the `Expiry` with the time the live entry had left.
+        let old_custom = match (&core.expiry, ttl) {
+            (Some(_), None) => self
+                .shard(hash)
+                .table(guard)
+                .find_raw(hash, &key, guard)
+                .filter(|&p| {
+                    // SAFETY: the table's live entry (shard lock held).
+                    let d = unsafe { p.as_ref() }.deadline.load(Ordering::Relaxed);
+                    d == NEVER || d > now
+                })
+                .map(|p| self.custom_deadline(p)),
+            _ => None,
         };
-        let deadline = match life {
-            None => NEVER,
-            Some(n) => now.checked_add(n).filter(|&d| d < NEVER).unwrap_or(NEVER),
-        };
+        let Deadlines {
+            deadline,
+            flags,
+            custom,
+        } = self.write_deadlines(&key, &value, ttl, old_custom, now);
         let doa = if u64::from(weight) > core.capacity {
             Some(RemovalCause::Evicted)
         } else if deadline <= now {
@@ -370,7 +375,10 @@ where
             None
         };
         (
-            inner.alloc(Entry::new(key, value, hash, weight, deadline, idle), now),
+            inner.alloc(
+                Entry::new(key, value, hash, weight, deadline, flags),
+                [now, custom],
+            ),
             doa,
         )
     }
@@ -424,7 +432,7 @@ where
         guard: &Guard,
     ) -> (isize, *const Entry<K, V>) {
         let shard = self.shard(hash);
-        let (entry, doa) = self.make_entry(inner, key, value, hash, ttl, now);
+        let (entry, doa) = self.make_entry(inner, key, value, hash, ttl, now, guard);
         // SAFETY: just allocated, not shared yet.
         let weight = u64::from(unsafe { entry.as_ref() }.weight);
         let allowance = self.allowance(shard, weight > shard.budget());
@@ -520,8 +528,9 @@ where
     }
 
     /// Removes `key`'s entry and returns its value (reported to the listener
-    /// as [`RemovalCause::Removed`]). An expired entry is removed too, and
-    /// `None` returned.
+    /// as [`RemovalCause::Removed`]). An expired entry not yet reclaimed is
+    /// reclaimed (reported as [`RemovalCause::Expired`]) and `None`
+    /// returned.
     pub fn remove<Q>(&self, key: &Q) -> Option<V>
     where
         Q: Hash + Equivalent<K> + ?Sized,
@@ -532,7 +541,9 @@ where
     /// Removes `key`'s entry only if `pred` accepts its value, atomically
     /// with respect to other writers of the key (the check and the removal
     /// happen under the shard lock), and returns the removed value. `pred`
-    /// runs under that lock: it must not call into this cache.
+    /// runs under that lock: it must not call into this cache. An expired
+    /// entry is never shown to `pred`: it is reclaimed as
+    /// [`RemovalCause::Expired`] and `None` returned.
     ///
     /// ```
     /// use clockcache::Cache;
@@ -556,7 +567,7 @@ where
         let removed = {
             let mut inner = shard.inner.lock();
             inner.supersede_load(hash, key);
-            let p = shard.remove_locked(&mut inner, hash, key, pred, &mut retired, &guard);
+            let p = shard.remove_locked(&mut inner, hash, key, pred, now, &mut retired, &guard);
             let change = shard.publish_locked(&mut inner);
             drop(inner);
             self.count_over(change);
@@ -597,16 +608,18 @@ where
         self.reclaim_now();
     }
 
-    /// Removes every entry (reported as [`RemovalCause::Cleared`]). Entries
-    /// inserted while `clear` runs may survive it.
+    /// Removes every entry (reported as [`RemovalCause::Cleared`], or as
+    /// [`RemovalCause::Expired`] for an entry whose deadline had passed).
+    /// Entries inserted while `clear` runs may survive it.
     pub fn clear(&self) {
+        let now = self.writer_now(false);
         for shard in self.core.shards.iter() {
             let guard = epoch::pin();
             let mut retired = self.retired();
             {
                 let mut inner = shard.inner.lock();
                 inner.supersede_all_loads();
-                shard.clear_locked(&mut inner, &mut retired, &guard);
+                shard.clear_locked(&mut inner, now, &mut retired, &guard);
                 shard.seal_locked(&mut inner, &mut retired, &guard);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);

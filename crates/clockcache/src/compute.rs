@@ -112,7 +112,15 @@ where
                 Some(v) => {
                     let v = v.clone();
                     inner.supersede_load(hash, &key);
-                    shard.remove_locked(&mut inner, hash, &key, |_| true, &mut retired, &guard);
+                    shard.remove_locked(
+                        &mut inner,
+                        hash,
+                        &key,
+                        |_| true,
+                        now,
+                        &mut retired,
+                        &guard,
+                    );
                     let change = shard.publish_locked(&mut inner);
                     drop(inner);
                     self.count_over(change);

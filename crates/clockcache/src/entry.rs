@@ -10,6 +10,12 @@ pub(crate) const NEVER: u64 = u64::MAX;
 /// S3-FIFO; CLOCK only asks whether it is non-zero).
 pub(crate) const MAX_FREQ: u8 = 3;
 
+/// [`Entry::flags`]: reads push the deadline forward (time to idle).
+pub(crate) const IDLE: u8 = 1;
+/// [`Entry::flags`]: reads ask the [`Expiry`](crate::Expiry) for a new
+/// deadline (`expire_after_read`).
+pub(crate) const HOOKED: u8 = 2;
+
 /// Which eviction queue of its shard an entry sits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -27,9 +33,10 @@ pub(crate) enum Queue {
 /// `slab.rs`).
 ///
 /// Field ownership:
-/// - `key`, `value`, `hash`, `weight`, `idle` never change after publication.
+/// - `key`, `value`, `hash`, `weight`, `flags` never change after publication.
 /// - `deadline` is written by the writer that publishes the entry and, for
-///   time-to-idle entries, by readers (a plain store, no read-modify-write).
+///   entries whose reads move it (`flags`), by readers (a plain store, no
+///   read-modify-write).
 /// - `freq` is bumped by readers with a load and a conditional store, and
 ///   lowered by the shard's writer during eviction.
 /// - `pos` and `queue` belong to the writer holding the shard lock.
@@ -45,8 +52,8 @@ pub(crate) struct Entry<K, V> {
     value: Published<V>,
     pub(crate) freq: AtomicU8,
     queue: AtomicU8,
-    /// Whether reads push the deadline forward (time-to-idle).
-    pub(crate) idle: bool,
+    /// What a read does to the deadline: [`IDLE`], [`HOOKED`], or nothing.
+    pub(crate) flags: u8,
     pos: AtomicU32,
     pub(crate) deadline: AtomicU64,
     /// The low 32 bits of the key's hash: its home bucket and ghost
@@ -56,7 +63,7 @@ pub(crate) struct Entry<K, V> {
 }
 
 impl<K, V> Entry<K, V> {
-    pub(crate) fn new(key: K, value: V, hash: u64, weight: u32, deadline: u64, idle: bool) -> Self {
+    pub(crate) fn new(key: K, value: V, hash: u64, weight: u32, deadline: u64, flags: u8) -> Self {
         Self {
             key: Published::new(key),
             value: Published::new(value),
@@ -66,7 +73,7 @@ impl<K, V> Entry<K, V> {
             weight,
             freq: AtomicU8::new(0),
             queue: AtomicU8::new(Queue::Main as u8),
-            idle,
+            flags,
         }
     }
 
@@ -80,6 +87,15 @@ impl<K, V> Entry<K, V> {
     #[inline]
     pub(crate) fn value(&self) -> &V {
         self.value.get()
+    }
+
+    /// Whether the entry has an item in its shard's deadline index: it has
+    /// a deadline, or its reads may give it one (an `Expiry` read hook).
+    /// Stable for the entry's life: only hooked entries' deadlines change
+    /// between `NEVER` and a time.
+    #[inline]
+    pub(crate) fn filed(&self) -> bool {
+        self.flags & HOOKED != 0 || self.deadline.load(Ordering::Relaxed) != NEVER
     }
 
     /// Whether the entry's deadline has passed at `now`.
@@ -145,13 +161,16 @@ mod tests {
         assert!(offset_of!(E, deadline) < 32);
     }
 
-    /// A refreshing cache's block is 8 bytes longer (the write time's
-    /// trailer); every other cache keeps the entry's own size.
+    /// A block is 8 bytes longer per trailer word (a refreshing cache's
+    /// write time; the expiry deadline of a cache that combines an `Expiry`
+    /// with another expiry setting); every other cache keeps the entry's
+    /// own size.
     #[cfg(not(clockcache_no_recycle))]
     #[test]
-    fn a_refreshing_block_adds_eight_bytes() {
+    fn each_trailer_word_adds_eight_bytes() {
         type E = Entry<u64, u64>;
-        assert_eq!(crate::slab::block_layout::<E>(false), (40, 8));
-        assert_eq!(crate::slab::block_layout::<E>(true), (48, 8));
+        assert_eq!(crate::slab::block_layout::<E>(0), (40, 8));
+        assert_eq!(crate::slab::block_layout::<E>(1), (48, 8));
+        assert_eq!(crate::slab::block_layout::<E>(2), (56, 8));
     }
 }

@@ -467,8 +467,10 @@ where
         let guard = epoch::pin();
         let mut inner = shard.inner.lock();
         let k = key.get();
-        let found = shard.table(&guard).find(hash, k, &guard);
-        if let Some(e) = found.filter(|e| self.live_for_read(e)) {
+        let found = shard.table(&guard).find_raw(hash, k, &guard);
+        if let Some(p) = found.filter(|&p| self.live_for_read(p)) {
+            // SAFETY: the table's live entry (shard lock held).
+            let e = unsafe { p.as_ref() };
             // Found under the lock: a hit like any other (recency, time to
             // idle, statistics).
             e.touch();

@@ -625,7 +625,7 @@ mod tests {
         let mut live = std::collections::VecDeque::new();
         for _ in 0..20 * n {
             let h = rnd();
-            let e = Box::into_raw(Box::new(Entry::new(h, h, h, 1, u64::MAX, false)));
+            let e = Box::into_raw(Box::new(Entry::new(h, h, h, 1, u64::MAX, 0)));
             t.insert(h, e);
             live.push_back((h, e));
             if live.len() > n {

@@ -27,6 +27,7 @@ use std::{future::Future, pin::Pin};
 
 use crate::cache::Cache;
 use crate::entry::Entry;
+use crate::expiry::WRITTEN;
 use crate::load::Lead;
 use crate::loader::Pending;
 use crate::shard::Loading;
@@ -250,7 +251,7 @@ where
         // SAFETY: a refreshing cache's slabs carry trailers; `p` is the
         // table's pointer (the slab's own, see `RawTable::find_raw`) to an
         // entry that stays allocated while `guard` is pinned.
-        let stamp = unsafe { trailer(p) };
+        let stamp = unsafe { trailer(p, WRITTEN) };
         let written = stamp.load(Ordering::Relaxed);
         if written == REFRESHING
             || self.core.clock.now() < written.saturating_add(config.period)
@@ -296,7 +297,7 @@ where
                 // key absent, and this entry was inserted over it): let it
                 // end, and let a later hit try again.
                 // SAFETY: as above.
-                unsafe { trailer(p) }.store(written, Ordering::Relaxed);
+                unsafe { trailer(p, WRITTEN) }.store(written, Ordering::Relaxed);
                 return;
             }
             let pending = Arc::new(Pending::new());
@@ -337,7 +338,7 @@ where
         let guard = epoch::pin();
         if let Some(p) = self.shard(hash).table(&guard).find_raw(hash, key, &guard) {
             // SAFETY: as in `refresh_if_due`.
-            let stamp = unsafe { trailer(p) };
+            let stamp = unsafe { trailer(p, WRITTEN) };
             let now = self.core.clock.now();
             let _ = stamp.compare_exchange(REFRESHING, now, Ordering::Relaxed, Ordering::Relaxed);
         }

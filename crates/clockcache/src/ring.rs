@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn grows_to_its_limit_not_a_power_of_two_and_shrinks_when_sparse() {
         let entries: Vec<Entry<u64, u64>> = (0..1000)
-            .map(|k| Entry::new(k, k, k, 1, u64::MAX, false))
+            .map(|k| Entry::new(k, k, k, 1, u64::MAX, 0))
             .collect();
         let mut ring = Ring::new(16, 1000);
         for e in &entries {

@@ -7,7 +7,7 @@
 //! releases the lock first and only then hands the list to the eviction
 //! listener and the epoch collector.
 
-use crate::entry::{Entry, NEVER};
+use crate::entry::Entry;
 use crate::expiry::DeadlineIndex;
 use crate::policy::{Duel, EvictionPolicy, Policy};
 use crate::raw::{BucketHint, RawTable};
@@ -195,9 +195,14 @@ impl<K, V> Inner<K, V> {
 
 impl<K: Send + 'static, V: Send + 'static> Inner<K, V> {
     /// Moves `entry` into a block of the shard's slab.
-    /// `stamp` is its write time, kept only by refreshing caches.
-    pub(crate) fn alloc(&mut self, entry: Entry<K, V>, stamp: u64) -> NonNull<Entry<K, V>> {
-        self.slab.alloc(entry, stamp)
+    /// `trailer` holds its write time and `Expiry` deadline, kept by caches
+    /// whose blocks carry them.
+    pub(crate) fn alloc(
+        &mut self,
+        entry: Entry<K, V>,
+        trailer: [u64; crate::slab::TRAILER_WORDS],
+    ) -> NonNull<Entry<K, V>> {
+        self.slab.alloc(entry, trailer)
     }
 }
 
@@ -251,7 +256,7 @@ where
         table_items: usize,
         duel: Duel,
         in_flight: Arc<InFlight>,
-        refreshing: bool,
+        trailer_words: usize,
     ) -> Self {
         let initial = item_limit.min(INITIAL_ITEMS).max(table_items);
         let table = RawTable::for_items(table_items);
@@ -270,7 +275,7 @@ where
                 over: false,
                 item_limit,
                 loading: Vec::new(),
-                slab: Slab::new(item_limit, budget, in_flight, refreshing),
+                slab: Slab::new(item_limit, budget, in_flight, trailer_words),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
@@ -334,14 +339,22 @@ where
             table.replace(slot, raw);
             inner.policy.replace(old_ref, e);
             inner.weight = inner.weight - u64::from(old_ref.weight) + weight;
-            if old_ref.deadline.load(Ordering::Relaxed) != NEVER {
+            if old_ref.filed() {
                 inner.deadlines.forget();
             }
-            WriteCounters::add(&self.counters.updates, 1);
+            // An expired entry is not live: writing over it inserts.
+            let cause = if old_ref.is_expired(now) {
+                WriteCounters::add(&self.counters.expirations, 1);
+                WriteCounters::add(&self.counters.inserts, 1);
+                RemovalCause::Expired
+            } else {
+                WriteCounters::add(&self.counters.updates, 1);
+                RemovalCause::Replaced
+            };
             // SAFETY: non-null (it was the slot's live entry).
             let old = unsafe { NonNull::new_unchecked(old) };
             retired.sealed |= inner.slab.retire(old, old_ref.weight, guard);
-            retired.push(old, RemovalCause::Replaced);
+            retired.push(old, cause);
         } else {
             let table = if table.needs_rehash() {
                 self.rehash_locked(inner, guard)
@@ -354,7 +367,7 @@ where
             inner.len += 1;
             WriteCounters::add(&self.counters.inserts, 1);
         }
-        if deadline != NEVER {
+        if e.filed() {
             inner.deadlines.file(deadline, hash);
         }
         if let Some(cause) = dead_on_arrival {
@@ -370,8 +383,8 @@ where
             let items = inner.policy.entries().filter_map(|p| {
                 // SAFETY: queue pointers are live entries (lock held).
                 let e = unsafe { p.as_ref() };
-                let d = e.deadline.load(Ordering::Relaxed);
-                (d != NEVER).then(|| (d, hasher(e.key())))
+                e.filed()
+                    .then(|| (e.deadline.load(Ordering::Relaxed), hasher(e.key())))
             });
             let items: Vec<_> = items.collect();
             inner.deadlines.rebuild(items.into_iter());
@@ -427,7 +440,7 @@ where
         }
         inner.weight -= u64::from(e.weight);
         inner.len -= 1;
-        if e.deadline.load(Ordering::Relaxed) != NEVER {
+        if e.filed() {
             inner.deadlines.forget();
         }
         let c = &self.counters;
@@ -470,8 +483,8 @@ where
                 if d <= now {
                     self.take_locked(inner, p, h, true, RemovalCause::Expired, retired, guard);
                     expired += 1;
-                } else if e.idle {
-                    // Reads pushed the deadline forward: file it again.
+                } else if e.flags != 0 {
+                    // Reads moved the deadline: file it again.
                     inner.deadlines.refile(d, h);
                 }
                 // Otherwise the item was stale (the entry was replaced and
@@ -541,13 +554,17 @@ where
     }
 
     /// Removes the live entry for `key` if `pred` accepts its value, and
-    /// returns it (retired, so valid while `guard` is pinned).
+    /// returns it (retired, so valid while `guard` is pinned). An entry
+    /// expired at `now` leaves as expired, unseen by `pred`, and `None` is
+    /// returned.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn remove_locked<Q>(
         &self,
         inner: &mut Inner<K, V>,
         hash: u64,
         key: &Q,
         pred: impl FnOnce(&V) -> bool,
+        now: u64,
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) -> Option<NonNull<Entry<K, V>>>
@@ -558,7 +575,12 @@ where
         let slot = table.find_slot(hash, key)?;
         let p = NonNull::new(table.entry_ptr(slot))?;
         // SAFETY: the slot's live entry (lock held).
-        if !pred(unsafe { p.as_ref() }.value()) {
+        let e = unsafe { p.as_ref() };
+        if e.is_expired(now) {
+            self.take_locked(inner, p, hash, true, RemovalCause::Expired, retired, guard);
+            return None;
+        }
+        if !pred(e.value()) {
             return None;
         }
         self.take_locked(inner, p, hash, true, RemovalCause::Removed, retired, guard);
@@ -598,21 +620,33 @@ where
     }
 
     /// Removes everything.
+    /// Removes everything: entries expired at `now` leave as expired, the
+    /// rest as cleared.
     pub(crate) fn clear_locked(
         &self,
         inner: &mut Inner<K, V>,
+        now: u64,
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) {
         self.table(guard).clear();
         let all = inner.policy.drain();
-        WriteCounters::add(&self.counters.removals, all.len() as u64);
+        let (mut removed, mut expired) = (0, 0);
         for p in all {
             // SAFETY: queue pointers are live entries (lock held).
-            let weight = unsafe { p.as_ref() }.weight;
-            retired.sealed |= inner.slab.retire(p, weight, guard);
-            retired.push(p, RemovalCause::Cleared);
+            let e = unsafe { p.as_ref() };
+            let cause = if e.is_expired(now) {
+                expired += 1;
+                RemovalCause::Expired
+            } else {
+                removed += 1;
+                RemovalCause::Cleared
+            };
+            retired.sealed |= inner.slab.retire(p, e.weight, guard);
+            retired.push(p, cause);
         }
+        WriteCounters::add(&self.counters.removals, removed);
+        WriteCounters::add(&self.counters.expirations, expired);
         inner.deadlines.clear();
         inner.weight = 0;
         inner.len = 0;

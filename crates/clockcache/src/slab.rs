@@ -32,9 +32,11 @@
 //! after its cache is gone drops its values and frees the chunks if it is
 //! the last owner, and touches nothing freed.
 //!
-//! A cache that refreshes entries ahead of their expiry keeps each entry's
-//! write time in an 8-byte trailer after its block (see [`trailer`]), so
-//! that caches without refresh keep their 40-byte blocks.
+//! A cache that needs more per-entry times than the entry holds (a
+//! refreshing cache's write times; the `Expiry` deadline of a cache that
+//! combines an `Expiry` with a time to live or to idle) keeps them in a
+//! trailer of one or two 8-byte words after each block (see [`trailer`]),
+//! so that every other cache keeps its 40-byte blocks.
 //!
 //! Under loom, and with `--cfg clockcache_no_recycle` (the AddressSanitizer
 //! runs, so that a use after free stays visible to ASan), every entry is its
@@ -130,13 +132,19 @@ const fn trailer_offset<T>() -> usize {
     std::mem::size_of::<T>().next_multiple_of(8)
 }
 
-/// A block's size and alignment: the value's, or with a trailer, room for
-/// the value and an 8-aligned `u64` after it.
+/// Most words a trailer holds.
+pub(crate) const TRAILER_WORDS: usize = 2;
+
+/// A block's size and alignment: the value's, or with a trailer of `words`
+/// words, room for the value and 8-aligned `u64`s after it.
 #[cfg(not(any(loom, clockcache_no_recycle)))]
-pub(crate) fn block_layout<T>(with_trailer: bool) -> (usize, usize) {
-    if with_trailer {
+pub(crate) fn block_layout<T>(words: usize) -> (usize, usize) {
+    if words > 0 {
         let align = std::mem::align_of::<T>().max(8);
-        ((trailer_offset::<T>() + 8).next_multiple_of(align), align)
+        (
+            (trailer_offset::<T>() + 8 * words).next_multiple_of(align),
+            align,
+        )
     } else {
         (std::mem::size_of::<T>(), std::mem::align_of::<T>())
     }
@@ -144,7 +152,9 @@ pub(crate) fn block_layout<T>(with_trailer: bool) -> (usize, usize) {
 
 #[cfg(not(any(loom, clockcache_no_recycle)))]
 mod imp {
-    use super::{block_layout, seal_weight, trailer_offset, Guard, InFlight, NonNull, BATCH};
+    use super::{
+        block_layout, seal_weight, trailer_offset, Guard, InFlight, NonNull, BATCH, TRAILER_WORDS,
+    };
     use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
     use std::alloc::{self, Layout};
 
@@ -249,8 +259,8 @@ mod imp {
         /// Bytes from one block to the next, and their alignment.
         stride: usize,
         align: usize,
-        /// Whether blocks carry a trailer.
-        with_trailer: bool,
+        /// Words in each block's trailer.
+        words: usize,
     }
 
     // SAFETY: the slab owns the values in its blocks and hands `&T` only to
@@ -264,14 +274,16 @@ mod imp {
     impl<T: Send + 'static> Slab<T> {
         /// A slab for a shard expecting at most `limit` live entries within
         /// `budget` weight; `in_flight` counts its batches not yet run.
-        /// With `with_trailer`, each block carries a [`trailer`](super::trailer).
+        /// Each block carries a [`trailer`](super::trailer) of `words`
+        /// words (at most [`TRAILER_WORDS`]).
         pub(crate) fn new(
             limit: usize,
             budget: u64,
             in_flight: Arc<InFlight>,
-            with_trailer: bool,
+            words: usize,
         ) -> Self {
-            let (stride, align) = block_layout::<T>(with_trailer);
+            assert!(words <= TRAILER_WORDS);
+            let (stride, align) = block_layout::<T>(words);
             Self {
                 home: Arc::new(Home {
                     chunks: Mutex::new(Vec::new()),
@@ -290,14 +302,14 @@ mod imp {
                 limit,
                 stride,
                 align,
-                with_trailer,
+                words,
             }
         }
 
-        /// Moves `value` into a block, and `stamp` into its trailer if
-        /// blocks carry one.
+        /// Moves `value` into a block, and the first `words` of `trailer`
+        /// into its trailer.
         #[inline]
-        pub(crate) fn alloc(&mut self, value: T, stamp: u64) -> NonNull<T> {
+        pub(crate) fn alloc(&mut self, value: T, trailer: [u64; TRAILER_WORDS]) -> NonNull<T> {
             if self.free.is_empty() && self.home.any_returned.load(Ordering::Acquire) {
                 self.take_returned();
             }
@@ -315,16 +327,17 @@ mod imp {
             // SAFETY: `p` is a block of one of our chunks that holds no
             // value (free, or never used), owned by the slab alone.
             unsafe { p.as_ptr().write(value) };
-            if self.with_trailer {
-                // SAFETY: as above; blocks of this slab have room for a
-                // trailer at that offset, 8-aligned (`block_layout`), and
-                // `p` carries the provenance of its whole chunk.
+            for (i, &word) in trailer.iter().enumerate().take(self.words) {
+                // SAFETY: as above; blocks of this slab have room for
+                // `words` trailer words at that offset, 8-aligned
+                // (`block_layout`), and `p` carries the provenance of its
+                // whole chunk.
                 unsafe {
                     p.as_ptr()
                         .cast::<u8>()
-                        .add(trailer_offset::<T>())
+                        .add(trailer_offset::<T>() + 8 * i)
                         .cast::<AtomicU64>()
-                        .write(AtomicU64::new(stamp))
+                        .write(AtomicU64::new(word))
                 };
             }
             p
@@ -466,23 +479,23 @@ mod imp {
         }
     }
 
-    /// The trailer of block `p`: the write time of a refreshing cache's
-    /// entry.
+    /// Word `i` of block `p`'s trailer (see the module docs).
     ///
     /// # Safety
     ///
-    /// `p` is a block of a slab built with trailers, as `alloc` returned it
-    /// (not a pointer re-derived from a reference to the value), that holds
-    /// a value: live, or retired while the caller stays pinned.
+    /// `p` is a block of a slab built with more than `i` trailer words, as
+    /// `alloc` returned it (not a pointer re-derived from a reference to the
+    /// value), that holds a value: live, or retired while the caller stays
+    /// pinned.
     #[inline]
-    pub(crate) unsafe fn trailer<'a, T>(p: NonNull<T>) -> &'a AtomicU64 {
-        // SAFETY: the caller's contract: the block has a trailer at this
+    pub(crate) unsafe fn trailer<'a, T>(p: NonNull<T>, i: usize) -> &'a AtomicU64 {
+        // SAFETY: the caller's contract: the block has that word at this
         // offset, initialised by `alloc`, 8-aligned, and stays allocated
         // while the value is reachable.
         unsafe {
             &*p.as_ptr()
                 .cast::<u8>()
-                .add(trailer_offset::<T>())
+                .add(trailer_offset::<T>() + 8 * i)
                 .cast::<AtomicU64>()
         }
     }
@@ -503,22 +516,22 @@ mod imp {
 
 #[cfg(any(loom, clockcache_no_recycle))]
 mod imp {
-    use super::{seal_weight, Guard, InFlight, NonNull, BATCH};
+    use super::{seal_weight, Guard, InFlight, NonNull, BATCH, TRAILER_WORDS};
     use crate::sync::{Arc, AtomicU64};
 
     /// A value with its trailer, boxed together.
     #[repr(C)]
     struct Block<T> {
         value: T,
-        trailer: AtomicU64,
+        trailer: [AtomicU64; TRAILER_WORDS],
     }
 
     /// Frees the box behind `p`, dropping its value.
     ///
     /// # Safety
     ///
-    /// `p` came from `alloc` of a slab with this `with_trailer`, and is
-    /// freed once.
+    /// `p` came from `alloc` of a slab with trailers if `with_trailer`, and
+    /// is freed once.
     unsafe fn free<T>(p: *mut T, with_trailer: bool) {
         if with_trailer {
             // SAFETY: the caller's contract: `p` is `Box<Block<T>>`'s pointer.
@@ -529,17 +542,18 @@ mod imp {
         }
     }
 
-    /// The trailer of block `p` (see the recycling slab's `trailer`).
+    /// Word `i` of block `p`'s trailer (see the recycling slab's
+    /// `trailer`).
     ///
     /// # Safety
     ///
     /// `p` came from `alloc` of a slab built with trailers and holds a value
     /// (live, or retired while the caller stays pinned).
     #[inline]
-    pub(crate) unsafe fn trailer<'a, T>(p: NonNull<T>) -> &'a AtomicU64 {
+    pub(crate) unsafe fn trailer<'a, T>(p: NonNull<T>, i: usize) -> &'a AtomicU64 {
         // SAFETY: the caller's contract: `p` is a `Block<T>`'s pointer
         // (`repr(C)`, value first), allocated while the value is reachable.
-        unsafe { &(*p.as_ptr().cast::<Block<T>>()).trailer }
+        unsafe { &(*p.as_ptr().cast::<Block<T>>()).trailer[i] }
     }
 
     /// One `Box` per entry, dropped and freed through the epoch collector.
@@ -560,11 +574,11 @@ mod imp {
             _limit: usize,
             budget: u64,
             in_flight: Arc<InFlight>,
-            with_trailer: bool,
+            words: usize,
         ) -> Self {
             Self {
                 in_flight,
-                with_trailer,
+                with_trailer: words > 0,
                 unsealed: 0,
                 unsealed_weight: 0,
                 seal_weight: seal_weight(budget),
@@ -572,11 +586,11 @@ mod imp {
             }
         }
 
-        pub(crate) fn alloc(&mut self, value: T, stamp: u64) -> NonNull<T> {
+        pub(crate) fn alloc(&mut self, value: T, trailer: [u64; TRAILER_WORDS]) -> NonNull<T> {
             let p = if self.with_trailer {
                 Box::into_raw(Box::new(Block {
                     value,
-                    trailer: AtomicU64::new(stamp),
+                    trailer: trailer.map(AtomicU64::new),
                 }))
                 .cast::<T>()
             } else {
@@ -666,9 +680,9 @@ mod tests {
     fn retired_values_drop_without_further_writes_and_their_blocks_come_back() {
         let drops = Arc::new(Count::new(0));
         let in_flight = Arc::new(InFlight::new());
-        let mut slab = Slab::new(1_000, 1 << 20, Arc::clone(&in_flight), false);
+        let mut slab = Slab::new(1_000, 1 << 20, Arc::clone(&in_flight), 0);
         let mut blocks: Vec<_> = (0..2 * BATCH + 3)
-            .map(|_| slab.alloc(Counted(Arc::clone(&drops)), 0))
+            .map(|_| slab.alloc(Counted(Arc::clone(&drops)), [0; 2]))
             .collect();
         {
             let guard = epoch::pin();
@@ -680,7 +694,7 @@ mod tests {
             // Still pinned: nothing retired may be dropped or reused.
             guard.flush();
             assert_eq!(drops.load(Ordering::SeqCst), 0);
-            let fresh = slab.alloc(Counted(Arc::clone(&drops)), 0);
+            let fresh = slab.alloc(Counted(Arc::clone(&drops)), [0; 2]);
             assert!(!blocks.contains(&fresh));
             assert!(slab.retire(fresh, 1, &guard) || slab.seal(&guard));
             blocks.push(fresh);
@@ -690,7 +704,7 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), blocks.len());
         // Their blocks come back to the next allocation that finds the free
         // list empty (this one: the slab never freed a block before).
-        let again = slab.alloc(Counted(Arc::clone(&drops)), 0);
+        let again = slab.alloc(Counted(Arc::clone(&drops)), [0; 2]);
         assert!(blocks.contains(&again), "an emptied block is reused");
         // SAFETY: `again` holds a value handed out by `alloc`, dropped once.
         unsafe { again.as_ptr().drop_in_place() };
@@ -704,21 +718,28 @@ mod tests {
     fn trailers_sit_beside_their_values_for_any_alignment() {
         fn check<T: Copy + PartialEq + std::fmt::Debug + Send + 'static>(make: fn(u64) -> T) {
             let in_flight = Arc::new(InFlight::new());
-            let mut slab = Slab::<T>::new(10_000, 1 << 20, Arc::clone(&in_flight), true);
+            let mut slab = Slab::<T>::new(10_000, 1 << 20, Arc::clone(&in_flight), 2);
             let blocks: Vec<_> = (0..100_u64)
-                .map(|i| (i, slab.alloc(make(i), 1_000 + i)))
+                .map(|i| (i, slab.alloc(make(i), [1_000 + i, 2_000 + i])))
                 .collect();
             for &(i, p) in &blocks {
                 assert_eq!(p.as_ptr() as usize % std::mem::align_of::<T>(), 0);
-                // SAFETY: live blocks of a slab with trailers.
-                let stamp = unsafe { trailer(p) };
-                assert_eq!(stamp.load(Ordering::Relaxed), 1_000 + i);
-                stamp.store(i, Ordering::Relaxed);
+                // SAFETY: live blocks of a slab with two trailer words.
+                let (a, b) = unsafe { (trailer(p, 0), trailer(p, 1)) };
+                assert_eq!(a.load(Ordering::Relaxed), 1_000 + i);
+                assert_eq!(b.load(Ordering::Relaxed), 2_000 + i);
+                a.store(i, Ordering::Relaxed);
+                b.store(!i, Ordering::Relaxed);
             }
             for &(i, p) in &blocks {
                 // SAFETY: as above.
-                assert_eq!(unsafe { *p.as_ptr() }, make(i), "a stamp overwrote a value");
-                assert_eq!(unsafe { trailer(p) }.load(Ordering::Relaxed), i);
+                assert_eq!(
+                    unsafe { *p.as_ptr() },
+                    make(i),
+                    "a trailer overwrote a value"
+                );
+                assert_eq!(unsafe { trailer(p, 0) }.load(Ordering::Relaxed), i);
+                assert_eq!(unsafe { trailer(p, 1) }.load(Ordering::Relaxed), !i);
             }
             let guard = epoch::pin();
             for &(_, p) in &blocks {
@@ -727,10 +748,10 @@ mod tests {
             slab.seal(&guard);
             drop(guard);
             drive(&in_flight);
-            let again = slab.alloc(make(7), 7);
+            let again = slab.alloc(make(7), [7, 8]);
             assert!(blocks.iter().any(|&(_, p)| p == again));
             // SAFETY: as above.
-            assert_eq!(unsafe { trailer(again) }.load(Ordering::Relaxed), 7);
+            assert_eq!(unsafe { trailer(again, 1) }.load(Ordering::Relaxed), 8);
         }
         check(|i| [i as u8; 3]);
         check(|i| i as u128);
@@ -742,11 +763,11 @@ mod tests {
         let drops = Arc::new(Count::new(0));
         let in_flight = Arc::new(InFlight::new());
         // Budget 160: a block of weight 10 is a sixteenth of it.
-        let mut slab = Slab::new(100, 160, Arc::clone(&in_flight), false);
+        let mut slab = Slab::new(100, 160, Arc::clone(&in_flight), 0);
         let guard = epoch::pin();
-        let light = slab.alloc(Counted(Arc::clone(&drops)), 0);
+        let light = slab.alloc(Counted(Arc::clone(&drops)), [0; 2]);
         assert!(!slab.retire(light, 9, &guard));
-        let heavy = slab.alloc(Counted(Arc::clone(&drops)), 0);
+        let heavy = slab.alloc(Counted(Arc::clone(&drops)), [0; 2]);
         assert!(slab.retire(heavy, 1, &guard), "9 + 1 reaches 160 / 16");
         // The slab goes while its batch waits for `guard`.
         drop(slab);
