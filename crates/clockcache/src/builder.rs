@@ -347,6 +347,7 @@ where
                     .refresh
                     .map(|(period, r)| RefreshConfig::new(duration_nanos(period), r)),
                 trailer_words,
+                eviction_policy: self.policy,
             }),
         }
     }

@@ -52,6 +52,7 @@ pub(crate) struct Core<K, V, S> {
     pub(crate) refresh: Option<RefreshConfig<K, V>>,
     /// Words of each entry block's trailer (see `slab.rs` and `expiry.rs`).
     pub(crate) trailer_words: usize,
+    pub(crate) eviction_policy: crate::EvictionPolicy,
 }
 
 /// A bounded, thread-safe, concurrent cache.
@@ -751,9 +752,11 @@ impl<K, V, S> Cache<K, V, S>
 where
     K: Eq,
 {
-    /// Live entries (expired ones not yet reclaimed included). While writers
-    /// run this is a moment's approximation; once they are quiet it never
-    /// exceeds the capacity (without a weigher).
+    /// Entries held, live or expired but not yet reclaimed (expired entries
+    /// count until a write, `purge_expired` or eviction reclaims them; a read
+    /// never returns them). While writers run this is a moment's
+    /// approximation; once they are quiet it never exceeds the capacity
+    /// (without a weigher).
     pub fn len(&self) -> usize {
         self.core.shards.iter().map(Shard::len).sum()
     }
@@ -769,7 +772,9 @@ where
         self.core.capacity
     }
 
-    /// Total weight of the live entries (equals `len()` without a weigher).
+    /// Total weight of the entries held, counted as [`len`](Self::len) counts
+    /// them (expired ones not yet reclaimed included; equals `len()` without
+    /// a weigher).
     pub fn weighted_size(&self) -> u64 {
         self.core.shards.iter().map(Shard::weight).sum()
     }
@@ -794,8 +799,46 @@ where
             s.evictions += c.evictions.load(Ordering::Relaxed);
             s.expirations += c.expirations.load(Ordering::Relaxed);
             s.removals += c.removals.load(Ordering::Relaxed);
+            s.loads += c.loads.load(Ordering::Relaxed);
+            s.load_failures += c.load_failures.load(Ordering::Relaxed);
+            s.total_load_time += Duration::from_nanos(c.load_nanos.load(Ordering::Relaxed));
         }
         s
+    }
+
+    /// The cache's settings, as built.
+    ///
+    /// ```
+    /// use clockcache::{Cache, EvictionPolicy};
+    /// use std::time::Duration;
+    ///
+    /// let cache: Cache<u32, u32> = Cache::builder()
+    ///     .capacity(1_000)
+    ///     .shards(4)
+    ///     .time_to_idle(Duration::from_secs(60))
+    ///     .build();
+    /// let p = cache.policy();
+    /// assert_eq!(p.capacity, 1_000);
+    /// assert_eq!(p.time_to_idle, Some(Duration::from_secs(60)));
+    /// assert_eq!(p.time_to_live, None);
+    /// assert_eq!(p.eviction_policy, EvictionPolicy::Adaptive);
+    /// assert_eq!(p.shards, 4);
+    /// ```
+    pub fn policy(&self) -> crate::CachePolicy {
+        let core = &*self.core;
+        crate::CachePolicy {
+            capacity: core.capacity,
+            weighted: core.weigher.is_some(),
+            time_to_live: core.ttl.map(Duration::from_nanos),
+            time_to_idle: core.tti.map(Duration::from_nanos),
+            expiry: core.expiry.is_some(),
+            refresh_after: core
+                .refresh
+                .as_ref()
+                .map(|r| Duration::from_nanos(r.period)),
+            eviction_policy: core.eviction_policy,
+            shards: core.shards.len(),
+        }
     }
 
     /// Heap bytes held by the cache's own structures (tables, queues, ghost,

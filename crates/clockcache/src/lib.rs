@@ -143,7 +143,7 @@ pub use policy::EvictionPolicy;
 #[cfg(not(loom))]
 pub use refresh::RefreshTask;
 pub use refresh::{Refresh, RefreshJob};
-pub use stats::CacheStats;
+pub use stats::{CachePolicy, CacheStats};
 
 /// Why an entry left the cache (given to the eviction listener).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

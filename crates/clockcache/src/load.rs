@@ -19,6 +19,7 @@ use crate::cache::Cache;
 use crate::loader::Tracked;
 use crate::loader::{Outcome, Pending, SharedError};
 use crate::shard::{Inner, Loading};
+use crate::stats::WriteCounters;
 use crate::sync::epoch;
 use crate::sync::Arc;
 
@@ -527,6 +528,8 @@ where
     hash: u64,
     pub(crate) pending: Arc<Pending<V>>,
     done: bool,
+    /// When the load started, for the load-time statistics.
+    started: std::time::Instant,
 }
 
 impl<'a, K, V, S> Lead<'a, K, V, S>
@@ -541,7 +544,24 @@ where
             hash,
             pending,
             done: false,
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// Counts the load's end (shard lock held: the counters are the
+    /// shard's).
+    fn count(&self, succeeded: bool) {
+        let c = &self.cache.shard(self.hash).counters;
+        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        WriteCounters::add(&c.load_nanos, nanos);
+        WriteCounters::add(
+            if succeeded {
+                &c.loads
+            } else {
+                &c.load_failures
+            },
+            1,
+        );
     }
 
     /// Withdraws the load record.
@@ -565,6 +585,7 @@ where
                 let shared: SharedError = e.clone();
                 let record = {
                     let mut inner = self.cache.shard(self.hash).inner.lock();
+                    self.count(false);
                     self.withdraw(&mut inner)
                 };
                 // The key is dropped outside the lock.
@@ -589,6 +610,7 @@ where
         let record = self
             .withdraw(&mut inner)
             .expect("only the leader withdraws its load");
+        self.count(true);
         if record.superseded {
             drop(inner);
             self.done = true;
@@ -627,6 +649,7 @@ where
         let shard = self.cache.shard(self.hash);
         let record = {
             let mut inner = shard.inner.lock();
+            self.count(false);
             self.withdraw(&mut inner)
         };
         drop(record);

@@ -29,9 +29,30 @@ pub struct CacheStats {
     pub expirations: u64,
     /// Entries removed by `remove`, `retain` or `clear`.
     pub removals: u64,
+    /// Loads (loading calls, placeholders, refreshes) that ended with a
+    /// value.
+    pub loads: u64,
+    /// Loads that ended without one: an error, a panic, a cancelled future,
+    /// a placeholder dropped unfilled.
+    pub load_failures: u64,
+    /// Total time from the start to the end of every load counted above
+    /// (wall time, whatever clock the cache runs on).
+    pub total_load_time: std::time::Duration,
 }
 
 impl CacheStats {
+    /// Mean time of a load, or zero before the first load ended.
+    pub fn average_load_time(&self) -> std::time::Duration {
+        match u32::try_from(self.loads + self.load_failures) {
+            Ok(0) => std::time::Duration::ZERO,
+            Ok(n) => self.total_load_time / n,
+            Err(_) => {
+                let n = (self.loads + self.load_failures) as f64;
+                std::time::Duration::from_secs_f64(self.total_load_time.as_secs_f64() / n)
+            }
+        }
+    }
+
     /// `hits / (hits + misses)`, or 0 before the first `get`.
     pub fn hit_ratio(&self) -> f64 {
         let total = self.hits + self.misses;
@@ -41,6 +62,28 @@ impl CacheStats {
             self.hits as f64 / total as f64
         }
     }
+}
+
+/// A cache's settings, from [`Cache::policy`](crate::Cache::policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CachePolicy {
+    /// The most entries, or with a weigher the most total weight.
+    pub capacity: u64,
+    /// Whether a weigher sets the entries' weights.
+    pub weighted: bool,
+    /// The time to live, if set.
+    pub time_to_live: Option<std::time::Duration>,
+    /// The time to idle, if set.
+    pub time_to_idle: Option<std::time::Duration>,
+    /// Whether an [`Expiry`](crate::Expiry) computes entries' deadlines.
+    pub expiry: bool,
+    /// The refresh-ahead period, if set.
+    pub refresh_after: Option<std::time::Duration>,
+    /// The eviction policy.
+    pub eviction_policy: crate::EvictionPolicy,
+    /// The number of shards.
+    pub shards: usize,
 }
 
 #[derive(Default)]
@@ -103,6 +146,9 @@ pub(crate) struct WriteCounters {
     pub(crate) evictions: AtomicU64,
     pub(crate) expirations: AtomicU64,
     pub(crate) removals: AtomicU64,
+    pub(crate) loads: AtomicU64,
+    pub(crate) load_failures: AtomicU64,
+    pub(crate) load_nanos: AtomicU64,
 }
 
 impl WriteCounters {

@@ -72,7 +72,10 @@ fn an_expiry_combines_with_the_time_to_live() {
 
 /// Records the time left each hook was given.
 #[derive(Clone, Default)]
-struct Recording(Arc<Mutex<Vec<(&'static str, Option<Duration>)>>>);
+struct Recording(Arc<Mutex<Vec<HookCall>>>);
+
+/// A hook's name and the time left it was given.
+type HookCall = (&'static str, Option<Duration>);
 
 impl Expiry<u32, u32> for Recording {
     fn expire_after_insert(&self, _k: &u32, _v: &u32) -> Option<Duration> {
@@ -227,9 +230,41 @@ fn clear_reports_an_expired_entry_as_expired() {
     clock.advance(secs(1));
     c.clear();
     let mut seen = events.lock().unwrap().clone();
-    seen.sort();
+    seen.sort_by_key(|e| e.0);
     assert_eq!(
         seen,
         vec![(1, 1, RemovalCause::Expired), (2, 2, RemovalCause::Cleared)]
     );
+}
+
+#[test]
+fn len_and_weighted_size_count_expired_entries_until_they_are_reclaimed() {
+    let clock = MockClock::new();
+    let (c, _) = recorded(Cache::builder().time_to_live(secs(1)), &clock);
+    c.insert(1, 1);
+    c.insert(2, 2);
+    clock.advance(secs(1));
+    assert_eq!(c.get(&1), None, "never read");
+    assert_eq!((c.len(), c.weighted_size()), (2, 2), "held until reclaimed");
+    assert_eq!(c.purge_expired(), 2);
+    assert_eq!((c.len(), c.weighted_size()), (0, 0));
+}
+
+#[test]
+fn policy_reports_the_settings_as_built() {
+    let c: Cache<u32, u32> = Cache::builder()
+        .capacity(64)
+        .shards(2)
+        .weigher(|_k: &u32, _v: &u32| 1)
+        .time_to_live(secs(5))
+        .expiry(|_k: &u32, _v: &u32| None)
+        .eviction_policy(clockcache::EvictionPolicy::Clock)
+        .build();
+    let p = c.policy();
+    assert_eq!(p.capacity, 64);
+    assert!(p.weighted && p.expiry);
+    assert_eq!((p.time_to_live, p.time_to_idle), (Some(secs(5)), None));
+    assert_eq!(p.refresh_after, None);
+    assert_eq!(p.eviction_policy, clockcache::EvictionPolicy::Clock);
+    assert_eq!(p.shards, 2);
 }

@@ -481,3 +481,29 @@ fn an_async_placeholder_is_awaited() {
     });
     assert_eq!(c.get("k"), Some(4));
 }
+
+/// `stats()` counts loads that ended with a value, loads that ended without
+/// one (an error, a panic, a placeholder dropped unfilled), and their time.
+#[test]
+fn stats_count_loads_their_failures_and_their_time() {
+    let c: Cache<u32, u32> = Cache::new(100);
+    assert_eq!(c.stats().average_load_time(), Duration::ZERO);
+    c.get_or_insert_with(1, || {
+        std::thread::sleep(Duration::from_millis(20));
+        1
+    });
+    c.get_or_insert_with(1, || unreachable!("a hit loads nothing"));
+    let _ = c.get_or_try_insert_with(2, || Err::<u32, _>("down"));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.get_or_insert_with(3, || panic!("loader bug"))
+    }));
+    assert!(panicked.is_err());
+    match c.get_value_or_guard(&4, None) {
+        clockcache::GuardResult::Guard(placeholder) => drop(placeholder),
+        _ => unreachable!(),
+    }
+    let s = c.stats();
+    assert_eq!((s.loads, s.load_failures), (1, 3));
+    assert!(s.total_load_time >= Duration::from_millis(20), "{s:?}");
+    assert!(s.average_load_time() >= Duration::from_millis(5));
+}

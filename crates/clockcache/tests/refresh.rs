@@ -100,6 +100,7 @@ fn a_hit_before_the_period_starts_nothing_and_one_at_the_period_returns_the_old_
     s.queue.run_all();
     assert_eq!(s.calls.load(Ordering::SeqCst), 1);
     assert_eq!(s.cache.get(&1).unwrap(), "v+");
+    assert_eq!(s.cache.stats().loads, 1, "a refresh counts as a load");
     // The reloaded entry has a write time of its own: not due again until
     // a period after the reload.
     s.clock.advance(PERIOD - Duration::from_nanos(1));
@@ -191,6 +192,7 @@ fn a_failed_reload_keeps_the_old_value_until_it_expires_and_retries_a_period_lat
     s.cache.get(&1);
     s.queue.run_all();
     assert_eq!(s.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(s.cache.stats().load_failures, 1);
     assert_eq!(s.cache.get(&1).unwrap(), "v", "the old value stays");
     assert_eq!(s.queue.len(), 0, "no retry on the next hit");
     // The failure at PERIOD counts as a write time for the next attempt,
