@@ -36,11 +36,12 @@ impl PolicyChoice for S3FifoPolicy {
 }
 
 /// A `clockcache::Cache<u64, u64>` with the engine's defaults (shards, hasher)
-/// and the eviction policy `P`. For the expiry workload every insert carries
-/// the spec's TTL through `insert_with_ttl`.
+/// and the eviction policy `P`. For the expiry workload the spec's TTL is the
+/// cache-wide time to live, as for moka, and a maintenance thread (period a
+/// quarter of the TTL, between 10 ms and 1 s) reclaims expired entries while
+/// the cache is idle, as moka's housekeeper does.
 pub struct ClockCacheAdapter<P: PolicyChoice = DefaultPolicy> {
     cache: Cache<u64, u64>,
-    ttl: Option<Duration>,
     policy: PhantomData<P>,
 }
 
@@ -48,7 +49,6 @@ impl<P: PolicyChoice> Clone for ClockCacheAdapter<P> {
     fn clone(&self) -> Self {
         ClockCacheAdapter {
             cache: self.cache.clone(),
-            ttl: self.ttl,
             policy: PhantomData,
         }
     }
@@ -70,9 +70,12 @@ impl<P: PolicyChoice> BenchCache for ClockCacheAdapter<P> {
         if let Some(n) = shards_override() {
             b = b.shards(n);
         }
+        if let Some(ttl) = spec.ttl {
+            let period = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            b = b.time_to_live(ttl).maintenance_thread(period);
+        }
         ClockCacheAdapter {
             cache: b.build(),
-            ttl: spec.ttl,
             policy: PhantomData,
         }
     }
@@ -80,10 +83,7 @@ impl<P: PolicyChoice> BenchCache for ClockCacheAdapter<P> {
         self.cache.get(&key)
     }
     fn insert(&self, key: u64, value: u64) {
-        match self.ttl {
-            None => self.cache.insert(key, value),
-            Some(ttl) => self.cache.insert_with_ttl(key, value, ttl),
-        }
+        self.cache.insert(key, value)
     }
     fn remove(&self, key: u64) -> Option<u64> {
         self.cache.remove(&key)

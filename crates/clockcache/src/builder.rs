@@ -65,6 +65,7 @@ pub struct CacheBuilder<K, V> {
     policy: EvictionPolicy,
     clock: ClockSource,
     refresh: Option<(Duration, Refresh<K, V>)>,
+    maintenance: Option<Duration>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -81,6 +82,7 @@ impl<K, V> fmt::Debug for CacheBuilder<K, V> {
             .field("eviction_listener", &self.listener.is_some())
             .field("eviction_policy", &self.policy)
             .field("refresh_after", &self.refresh.as_ref().map(|(d, _)| d))
+            .field("maintenance_thread", &self.maintenance)
             .finish()
     }
 }
@@ -116,6 +118,7 @@ where
             policy: EvictionPolicy::default(),
             clock: ClockSource::System,
             refresh: None,
+            maintenance: None,
             _types: PhantomData,
         }
     }
@@ -262,6 +265,34 @@ where
         self
     }
 
+    /// Starts a background thread (`clockcache-maintenance`) that every
+    /// `period` reclaims the cache's expired entries, in bounded steps (see
+    /// [`Cache::run_maintenance`]), so that an idle cache returns to its
+    /// live size and drops expired values. The thread holds no handle on
+    /// the cache: it ends when the cache is dropped. For a task on an async
+    /// runtime instead of a thread, see [`Cache::maintenance`].
+    ///
+    /// ```
+    /// use clockcache::Cache;
+    /// use std::time::Duration;
+    ///
+    /// let cache: Cache<u64, Vec<u8>> = Cache::builder()
+    ///     .time_to_live(Duration::from_millis(50))
+    ///     .maintenance_thread(Duration::from_millis(10))
+    ///     .build();
+    /// cache.insert(1, vec![0; 1 << 20]);
+    /// let start = std::time::Instant::now();
+    /// while !cache.is_empty() {
+    ///     assert!(start.elapsed() < Duration::from_secs(10));
+    ///     std::thread::sleep(Duration::from_millis(10));
+    /// }
+    /// ```
+    #[cfg(not(loom))]
+    pub fn maintenance_thread(mut self, period: Duration) -> Self {
+        self.maintenance = Some(period);
+        self
+    }
+
     /// Builds the cache with a randomly seeded ahash hasher.
     pub fn build(self) -> Cache<K, V> {
         self.build_with_hasher(ahash::RandomState::new())
@@ -327,29 +358,40 @@ where
                 )
             })
             .collect();
-        Cache {
-            core: Arc::new(Core {
-                shards,
-                hasher,
-                clock: self.clock,
-                listener: self.listener,
-                weigher: self.weigher,
-                expiry: self.expiry,
-                ttl: self.ttl.map(duration_nanos),
-                tti: self.tti.map(duration_nanos),
-                capacity: self.capacity,
-                reads: ReadCounters::new(parallelism() * 2),
-                over: AtomicUsize::new(0),
-                hand: AtomicUsize::new(0),
-                may_expire: AtomicBool::new(may_expire),
-                in_flight,
-                refresh: self
-                    .refresh
-                    .map(|(period, r)| RefreshConfig::new(duration_nanos(period), r)),
-                trailer_words,
-                eviction_policy: self.policy,
-            }),
+        #[cfg(not(loom))]
+        let stop = self
+            .maintenance
+            .map(|_| std::sync::Arc::new(crate::maintenance::Stop::default()));
+        let core = Arc::new(Core {
+            shards,
+            hasher,
+            clock: self.clock,
+            listener: self.listener,
+            weigher: self.weigher,
+            expiry: self.expiry,
+            ttl: self.ttl.map(duration_nanos),
+            tti: self.tti.map(duration_nanos),
+            capacity: self.capacity,
+            reads: ReadCounters::new(parallelism() * 2),
+            over: AtomicUsize::new(0),
+            hand: AtomicUsize::new(0),
+            may_expire: AtomicBool::new(may_expire),
+            in_flight,
+            refresh: self
+                .refresh
+                .map(|(period, r)| RefreshConfig::new(duration_nanos(period), r)),
+            trailer_words,
+            eviction_policy: self.policy,
+            #[cfg(not(loom))]
+            _maintenance: stop
+                .as_ref()
+                .map(|s| crate::maintenance::StopOnDrop(std::sync::Arc::clone(s))),
+        });
+        #[cfg(not(loom))]
+        if let (Some(period), Some(stop)) = (self.maintenance, stop) {
+            crate::maintenance::spawn_thread(Arc::downgrade(&core), period, stop);
         }
+        Cache { core }
     }
 }
 

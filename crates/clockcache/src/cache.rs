@@ -53,6 +53,9 @@ pub(crate) struct Core<K, V, S> {
     /// Words of each entry block's trailer (see `slab.rs` and `expiry.rs`).
     pub(crate) trailer_words: usize,
     pub(crate) eviction_policy: crate::EvictionPolicy,
+    /// Stops the maintenance thread, if any, when the cache goes.
+    #[cfg(not(loom))]
+    pub(crate) _maintenance: Option<crate::maintenance::StopOnDrop>,
 }
 
 /// A bounded, thread-safe, concurrent cache.
@@ -698,7 +701,7 @@ where
     /// After a bulk removal (which sealed what it retired): drives the epoch
     /// collector until every sealed batch of this cache has been dropped, so
     /// that the removed values are gone when the call returns.
-    fn reclaim_now(&self) {
+    pub(crate) fn reclaim_now(&self) {
         drive_collector(&self.core.in_flight, |f| f.batches() == 0);
     }
 }

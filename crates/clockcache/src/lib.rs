@@ -119,6 +119,8 @@ mod expiry;
 mod iter;
 mod load;
 mod loader;
+#[cfg(not(loom))]
+mod maintenance;
 mod policy;
 mod raw;
 mod refresh;
@@ -139,6 +141,8 @@ pub use expiry::Expiry;
 pub use iter::Iter;
 #[cfg(not(loom))]
 pub use load::{GuardResult, Placeholder};
+#[cfg(not(loom))]
+pub use maintenance::MAINTENANCE_STEP;
 pub use policy::EvictionPolicy;
 #[cfg(not(loom))]
 pub use refresh::RefreshTask;

@@ -185,6 +185,11 @@ impl<K, V> Inner<K, V> {
         }
     }
 
+    /// Whether a deadline item is due at `now`.
+    pub(crate) fn has_due(&self, now: u64) -> bool {
+        self.deadlines.has_due(now)
+    }
+
     /// Marks every load of the shard as superseded (`clear`).
     pub(crate) fn supersede_all_loads(&mut self) {
         for l in &mut self.loading {
