@@ -7,6 +7,7 @@ use crate::policy::{Duel, DuelRole, EvictionPolicy, DUEL_MIN_SHARDS};
 use crate::refresh::{Refresh, RefreshConfig};
 use crate::shard::{Listener, Shard};
 use crate::slab::InFlight;
+use crate::snapshot::SnapshotEntry;
 use crate::stats::ReadCounters;
 use crate::sync::{Arc, AtomicBool, AtomicI32, AtomicUsize};
 use crate::RemovalCause;
@@ -66,6 +67,7 @@ pub struct CacheBuilder<K, V> {
     clock: ClockSource,
     refresh: Option<(Duration, Refresh<K, V>)>,
     maintenance: Option<Duration>,
+    warm: Vec<SnapshotEntry<K, V>>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -83,6 +85,7 @@ impl<K, V> fmt::Debug for CacheBuilder<K, V> {
             .field("eviction_policy", &self.policy)
             .field("refresh_after", &self.refresh.as_ref().map(|(d, _)| d))
             .field("maintenance_thread", &self.maintenance)
+            .field("warm_entries", &self.warm.len())
             .finish()
     }
 }
@@ -119,6 +122,7 @@ where
             clock: ClockSource::System,
             refresh: None,
             maintenance: None,
+            warm: Vec::new(),
             _types: PhantomData,
         }
     }
@@ -293,6 +297,21 @@ where
         self
     }
 
+    /// Warms the cache being built from `entries`, most valuable first (a
+    /// [`Cache::snapshot`], perhaps saved and read back with serde): they
+    /// are inserted least valuable first, so that if they do not all fit
+    /// the policy evicts those; each keeps its use count (hot entries come
+    /// back hot) and expires no later than the time it had left (an entry
+    /// with none left does not come back). An entry counts as written at
+    /// the build: a time to live or to idle of this cache runs from then.
+    pub fn warm<I>(mut self, entries: I) -> Self
+    where
+        I: IntoIterator<Item = SnapshotEntry<K, V>>,
+    {
+        self.warm.extend(entries);
+        self
+    }
+
     /// Builds the cache with a randomly seeded ahash hasher.
     pub fn build(self) -> Cache<K, V> {
         self.build_with_hasher(ahash::RandomState::new())
@@ -391,7 +410,9 @@ where
         if let (Some(period), Some(stop)) = (self.maintenance, stop) {
             crate::maintenance::spawn_thread(Arc::downgrade(&core), period, stop);
         }
-        Cache { core }
+        let cache = Cache { core };
+        cache.warm(self.warm);
+        cache
     }
 }
 

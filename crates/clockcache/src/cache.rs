@@ -4,7 +4,7 @@
 use crate::builder::CacheBuilder;
 use crate::clock::ClockSource;
 use crate::entry::{Entry, HOOKED, NEVER};
-use crate::expiry::{Deadlines, Expiry};
+use crate::expiry::{after, Deadlines, Expiry};
 use crate::refresh::RefreshConfig;
 use crate::shard::{Listener, Retired, Shard};
 use crate::slab::InFlight;
@@ -17,6 +17,18 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::ptr::NonNull;
 use std::time::Duration;
+
+/// What a write says about its entry's deadline.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Life {
+    /// The cache's settings.
+    Default,
+    /// Its own ttl (`insert_with_ttl`), replacing them.
+    Own(Duration),
+    /// The cache's settings, but no later than `left` from now, and with the
+    /// access counter `used` (warming from a snapshot).
+    Warm { left: Option<Duration>, used: u8 },
+}
 
 /// Computes an entry's weight (see [`CacheBuilder::weigher`]).
 pub(crate) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u32 + Send + Sync>;
@@ -346,10 +358,14 @@ where
         key: K,
         value: V,
         hash: u64,
-        ttl: Option<Duration>,
+        life: Life,
         now: u64,
         guard: &Guard,
     ) -> (NonNull<Entry<K, V>>, Option<RemovalCause>) {
+        let ttl = match life {
+            Life::Own(t) => Some(t),
+            _ => None,
+        };
         let core = &*self.core;
         let weight = core.weigher.as_ref().map_or(1, |w| w(&key, &value));
         // An update asks the `Expiry` with the time the live entry had left.
@@ -367,10 +383,17 @@ where
             _ => None,
         };
         let Deadlines {
-            deadline,
+            mut deadline,
             flags,
-            custom,
+            mut custom,
         } = self.write_deadlines(&key, &value, ttl, old_custom, now);
+        let mut frequency = 0;
+        if let Life::Warm { left, used } = life {
+            let cap = after(now, left.map(crate::clock::duration_nanos));
+            deadline = deadline.min(cap);
+            custom = custom.min(cap);
+            frequency = used.min(crate::entry::MAX_FREQ);
+        }
         let doa = if u64::from(weight) > core.capacity {
             Some(RemovalCause::Evicted)
         } else if deadline <= now {
@@ -380,7 +403,7 @@ where
         };
         (
             inner.alloc(
-                Entry::new(key, value, hash, weight, deadline, flags),
+                Entry::new(key, value, hash, weight, deadline, flags).used(frequency),
                 [now, custom],
             ),
             doa,
@@ -435,8 +458,28 @@ where
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) -> (isize, *const Entry<K, V>) {
+        let life = match ttl {
+            Some(t) => Life::Own(t),
+            None => Life::Default,
+        };
+        self.insert_life(inner, hash, key, value, life, now, retired, guard)
+    }
+
+    /// [`insert_built`](Self::insert_built) with any [`Life`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_life(
+        &self,
+        inner: &mut crate::shard::Inner<K, V>,
+        hash: u64,
+        key: K,
+        value: V,
+        life: Life,
+        now: u64,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) -> (isize, *const Entry<K, V>) {
         let shard = self.shard(hash);
-        let (entry, doa) = self.make_entry(inner, key, value, hash, ttl, now, guard);
+        let (entry, doa) = self.make_entry(inner, key, value, hash, life, now, guard);
         // SAFETY: just allocated, not shared yet.
         let weight = u64::from(unsafe { entry.as_ref() }.weight);
         let allowance = self.allowance(shard, weight > shard.budget());

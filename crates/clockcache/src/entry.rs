@@ -77,6 +77,12 @@ impl<K, V> Entry<K, V> {
         }
     }
 
+    /// The entry with its access counter at `freq` (before publication).
+    pub(crate) fn used(self, freq: u8) -> Self {
+        self.freq.store(freq.min(MAX_FREQ), Ordering::Relaxed);
+        self
+    }
+
     /// The key (immutable after publication).
     #[inline]
     pub(crate) fn key(&self) -> &K {

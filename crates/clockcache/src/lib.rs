@@ -127,6 +127,7 @@ mod refresh;
 mod ring;
 mod shard;
 mod slab;
+mod snapshot;
 mod stats;
 mod sync;
 
@@ -147,6 +148,7 @@ pub use policy::EvictionPolicy;
 #[cfg(not(loom))]
 pub use refresh::RefreshTask;
 pub use refresh::{Refresh, RefreshJob};
+pub use snapshot::SnapshotEntry;
 pub use stats::{CachePolicy, CacheStats};
 
 /// Why an entry left the cache (given to the eviction listener).

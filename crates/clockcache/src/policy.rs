@@ -29,6 +29,10 @@ use crate::sync::{Arc, AtomicI32, Ordering};
 use crate::RemovalCause;
 use std::ptr::NonNull;
 
+/// An entry and its rank for keeping: access counter, queue (main 1,
+/// probationary 0), distance from the hand (0 to 1).
+pub(crate) type Ranked<K, V> = (NonNull<Entry<K, V>>, (u8, u8, f64));
+
 /// Which eviction policy a cache uses (see [`CacheBuilder::eviction_policy`](crate::CacheBuilder::eviction_policy)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -723,6 +727,23 @@ impl<K, V> Policy<K, V> {
         self.main_weight = 0;
         self.ghosts.clear();
         all
+    }
+
+    /// Every entry with its rank for keeping, highest first when sorted
+    /// descending: its access counter, then the main queue before the
+    /// probationary one, then its distance from the hand (the hand visits
+    /// the entries nearest it first).
+    pub(crate) fn ranked(&self) -> Vec<Ranked<K, V>> {
+        let mut out = Vec::with_capacity(self.small.len() + self.main.len());
+        for (q, ring) in [(0, &self.small), (1, &self.main)] {
+            let n = ring.len().max(1) as f64;
+            for (i, p) in ring.iter().enumerate() {
+                // SAFETY: ring pointers are live entries (lock held).
+                let f = unsafe { p.as_ref() }.freq.load(Ordering::Relaxed);
+                out.push((p, (f, q, i as f64 / n)));
+            }
+        }
+        out
     }
 
     /// Every entry, small FIFO first.

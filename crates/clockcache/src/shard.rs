@@ -185,6 +185,11 @@ impl<K, V> Inner<K, V> {
         }
     }
 
+    /// Every entry with its rank for keeping (see `Policy::ranked`).
+    pub(crate) fn ranked(&self) -> Vec<crate::policy::Ranked<K, V>> {
+        self.policy.ranked()
+    }
+
     /// Whether a deadline item is due at `now`.
     pub(crate) fn has_due(&self, now: u64) -> bool {
         self.deadlines.has_due(now)
