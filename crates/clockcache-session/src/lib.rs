@@ -54,6 +54,12 @@ pub mod tower;
 #[cfg(feature = "actix-session")]
 pub mod actix;
 
+#[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+pub mod db;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+
 pub use clockcache::{CacheStats, RemovalCause};
 pub use error::SessionCacheError;
 pub use memory::{InMemoryOptions, InMemorySessionCacheStrategy, Ttl};
