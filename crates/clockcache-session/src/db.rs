@@ -808,14 +808,7 @@ impl DbSessionStore {
                 .try_get("id")?
         });
         for role in role_ids {
-            self.count();
-            on_pool!(&self.pool, p => {
-                sqlx::query("INSERT INTO user_roles_role (user_id, role_id) VALUES ($1, $2)")
-                    .bind(id)
-                    .bind(role)
-                    .execute(p)
-                    .await?;
-            });
+            self.grant_role(id, *role).await?;
         }
         if let Some(hash) = password_hash {
             self.count();
@@ -833,6 +826,20 @@ impl DbSessionStore {
             });
         }
         Ok(id)
+    }
+
+    /// Gives the user a role. Sessions already cached keep their permissions until they are
+    /// reloaded (their `cache_expiry`) or re-read by an update.
+    pub async fn grant_role(&self, user_id: i64, role_id: i64) -> Result<(), DbError> {
+        self.count();
+        on_pool!(&self.pool, p => {
+            sqlx::query("INSERT INTO user_roles_role (user_id, role_id) VALUES ($1, $2)")
+                .bind(user_id)
+                .bind(role_id)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
     }
 
     /// The native credentials stored for this identifier, if any.
