@@ -428,7 +428,8 @@ async fn a_logout_on_one_instance_is_refused_on_the_other() {
             "{}: B served a logged-out session {served_after} times after A's logout returned",
             db.label
         );
-        drop((a, b));
+        a.service.store().close().await;
+        b.service.store().close().await;
         db.drop_db().await;
     }
 }
