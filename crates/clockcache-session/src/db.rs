@@ -515,7 +515,9 @@ impl DbSessionStore {
 
     #[cfg(feature = "sqlx-sqlite")]
     async fn connect_sqlite(url: &str, options: &DbOptions) -> Result<Pool, DbError> {
-        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+        };
         use std::str::FromStr;
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let mut connect = SqliteConnectOptions::from_str(url)?
@@ -532,7 +534,11 @@ impl DbSessionStore {
                 .max_lifetime(None);
         } else {
             // WAL: readers do not wait for the writer.
-            connect = connect.journal_mode(SqliteJournalMode::Wal);
+            // NORMAL is safe against corruption in WAL mode; a power loss may drop the last
+            // commits, not damage the file.
+            connect = connect
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
             pool = pool.max_connections(options.max_connections);
         }
         let pool = pool.connect_with(connect).await?;
