@@ -8,13 +8,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use clockcache_session::db::{
     generate_session_token, serialize_session, DbBackend, DbError, DbOptions, DbSessionService,
     DbSessionStore, NewSession, NATIVE_AUTH_STRATEGY,
 };
 use clockcache_session::{
-    CachedSession, Id, InMemorySessionCacheStrategy, SessionCacheConfig, SessionLoader,
-    UserChannelPermissions,
+    CachedSession, Id, InMemorySessionCacheStrategy, SessionCacheConfig, SessionCacheError,
+    SessionCacheStrategy, SessionLoader, UserChannelPermissions,
 };
 use time::OffsetDateTime;
 
@@ -333,6 +334,11 @@ async fn the_active_order_and_channel_updates_reread_the_database() {
         let order = store.create_order("ORDER-2").await.unwrap();
         add_role(&db.url, s.user, extra).await;
 
+        // Until then the cached copy is served as it was (no reload before its cache_expiry).
+        let cached = svc.get(&stale.token).await.unwrap().unwrap();
+        assert_eq!(cached.active_channel_id, None);
+        assert_eq!(cached.user, stale.user);
+
         let before = store.queries();
         let updated = svc
             .set_active_order(&stale, Some(order))
@@ -469,4 +475,118 @@ async fn bad_urls_and_arguments_are_errors_not_panics() {
         store.create_user("x", true, None, &[]).await,
         Err(DbError::Database(_))
     ));
+}
+
+/// A cache whose writes all fail (a Redis that is down).
+struct FailingWrites;
+
+#[async_trait]
+impl SessionCacheStrategy for FailingWrites {
+    async fn set(&self, _s: Arc<CachedSession>) -> Result<(), SessionCacheError> {
+        Err(SessionCacheError::Backend("down".into()))
+    }
+    async fn get(&self, _token: &str) -> Option<Arc<CachedSession>> {
+        None
+    }
+    async fn delete(&self, _token: &str) -> Result<(), SessionCacheError> {
+        Err(SessionCacheError::Backend("down".into()))
+    }
+    async fn clear(&self) -> Result<(), SessionCacheError> {
+        Err(SessionCacheError::Backend("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_cache_fails_no_create_but_is_reported_on_logout() {
+    let db = dbcommon::sqlite("failing_cache");
+    let store = Arc::new(DbSessionStore::connect(&db.url).await.unwrap());
+    let svc = DbSessionService::new(
+        store.clone(),
+        Arc::new(FailingWrites),
+        SessionCacheConfig::default(),
+    );
+    let guest = svc
+        .create_anonymous_session()
+        .await
+        .expect("the database has it");
+    let before = store.queries();
+    assert_eq!(
+        svc.get(&guest.token).await.unwrap().unwrap().token,
+        guest.token
+    );
+    assert_eq!(store.queries(), before + 1, "loaded from the database");
+    match svc.delete_session(&guest.token).await {
+        Err(DbError::Cache(SessionCacheError::Backend(m))) => assert_eq!(m, "down"),
+        other => panic!("expected the cache's error, got {other:?}"),
+    }
+    assert_eq!(
+        store.find_session(&guest.token).await.unwrap(),
+        None,
+        "the row is gone"
+    );
+    store.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_caches_deletes_by_user_and_order_find_sessions_other_instances_cached() {
+    for db in dbcommon::all("deletes_find_other_instances").await {
+        let store = Arc::new(DbSessionStore::connect(&db.url).await.unwrap());
+        let s = seed(&store).await;
+        // Two instances over one shared strategy (as over one Redis).
+        let shared = Arc::new(InMemorySessionCacheStrategy::new());
+        let a = DbSessionService::new(store.clone(), shared.clone(), SessionCacheConfig::default());
+        let b = DbSessionService::new(store.clone(), shared.clone(), SessionCacheConfig::default());
+        let order = store.create_order("ORDER-3").await.unwrap();
+        let guest = b.create_anonymous_session().await.unwrap();
+        let guest = b
+            .set_active_order(&guest, Some(order))
+            .await
+            .unwrap()
+            .unwrap();
+        let user = b
+            .create_authenticated_session(s.user, NATIVE_AUTH_STRATEGY, None)
+            .await
+            .unwrap();
+        assert!(shared.get(&guest.token).await.is_some());
+        assert!(shared.get(&user.token).await.is_some());
+        assert_eq!(
+            a.cache().indexed_sessions(),
+            0,
+            "A cached none of them itself"
+        );
+
+        assert_eq!(
+            a.cache()
+                .delete_sessions_by_active_order(&Id::Int(order))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(shared.get(&guest.token).await.is_none(), "{}", db.label);
+        assert_eq!(
+            a.cache()
+                .delete_sessions_by_user(&Id::Int(s.user))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(shared.get(&user.token).await.is_none(), "{}", db.label);
+        store.close().await;
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_file_runs_in_wal_mode() {
+    let db = dbcommon::sqlite("wal_mode");
+    let store = DbSessionStore::connect(&db.url).await.unwrap();
+    store.create_channel("c", "t").await.unwrap();
+    let path = db.url.strip_prefix("sqlite:").unwrap();
+    assert!(
+        std::path::Path::new(&format!("{path}-wal")).exists(),
+        "no write-ahead log beside {path}"
+    );
+    store.close().await;
+    db.drop_db().await;
 }

@@ -9,6 +9,7 @@ mod dbcommon;
 #[path = "../examples/vendure_service/app.rs"]
 mod app;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -262,6 +263,21 @@ async fn login_permissions_guest_cart_and_logout() {
     let resp = router.clone().oneshot(bad).await.unwrap();
     assert!(resp.status().is_client_error(), "{}", resp.status());
 
+    // Passwords are stored as Argon2id PHC strings.
+    let creds = state
+        .service
+        .store()
+        .native_credentials(ADMIN_USER.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        creds.password_hash.starts_with("$argon2id$"),
+        "{}",
+        creds.password_hash
+    );
+    assert!(!creds.password_hash.contains(ADMIN_USER.1));
+
     // The permission check: the admin has ReadCatalog, the customer does not.
     let admin = login(&router, ADMIN_USER).await;
     let (status, _, body) = send(&router, bearer("/admin/products", "GET", &admin)).await;
@@ -295,6 +311,10 @@ async fn login_permissions_guest_cart_and_logout() {
         .unwrap();
     assert_eq!(record.active_order_id, Some(order));
     assert_eq!(record.user, None);
+    // An unknown token on a guest route: a fresh anonymous session, not a 401.
+    let (status, _, body) = send(&router, bearer("/cart/items", "POST", &"0".repeat(64))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_ne!(body["token"], "0".repeat(64).as_str());
     // The same guest again: the same order.
     let (status, _, body) = send(&router, bearer("/cart/items", "POST", &guest)).await;
     assert_eq!(status, StatusCode::OK);
@@ -346,6 +366,44 @@ async fn login_permissions_guest_cart_and_logout() {
     assert_eq!(status, StatusCode::OK);
     login(&router2, ADMIN_USER).await;
     db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_failing_loader_is_503_not_401() {
+    use clockcache_session::{FnLoader, InMemorySessionCacheStrategy, LoaderError, SessionCache};
+    let loader = FnLoader(|_t: String| async {
+        Err::<Option<CachedSession>, LoaderError>("db down".into())
+    });
+    let cache = SessionCache::new(
+        Arc::new(InMemorySessionCacheStrategy::new()),
+        Arc::new(loader),
+    );
+    async fn me(s: clockcache_session::axum::Session) -> String {
+        s.token.clone()
+    }
+    async fn guest(s: Option<clockcache_session::axum::Session>) -> String {
+        format!("{}", s.is_some())
+    }
+    let router: Router = Router::new()
+        .route("/me", axum::routing::get(me))
+        .route("/guest", axum::routing::get(guest))
+        .with_state(cache);
+    for path in ["/me", "/guest"] {
+        let (status, _, body) = send(&router, bearer(path, "GET", &"1".repeat(64))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(body["error"], "session_store_unavailable", "{path}");
+    }
+    // Without a token the loader is not asked: 401, and `None` for the optional extractor.
+    let (status, _, _) = send(&router, get("/me").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let resp = router
+        .clone()
+        .oneshot(get("/guest").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"false");
 }
 
 async fn tiered_barrier(state: &AppState) {

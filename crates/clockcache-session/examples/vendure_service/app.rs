@@ -18,8 +18,9 @@ use clockcache_session::db::{
     generate_session_token, DbError, DbSessionService, DbSessionStore, NATIVE_AUTH_STRATEGY,
 };
 use clockcache_session::{
-    CachedSession, InMemorySessionCacheStrategy, RedisSessionCacheStrategy, SessionCache,
-    SessionCacheConfig, SessionCacheError, SessionCacheStrategy, TieredSessionCacheStrategy,
+    CachedSession, InMemoryOptions, InMemorySessionCacheStrategy, RedisSessionCacheStrategy,
+    SessionCache, SessionCacheConfig, SessionCacheError, SessionCacheStrategy,
+    TieredSessionCacheStrategy,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -106,7 +107,10 @@ pub async fn start(
     let mut tiered = None;
     let strategy: Arc<dyn SessionCacheStrategy> = match cache {
         CacheKind::None => Arc::new(NoCache),
-        CacheKind::Memory => Arc::new(InMemorySessionCacheStrategy::new()),
+        // 10,000 sessions, as the tiered strategy's near cache (Vendure's default is 1,000).
+        CacheKind::Memory => Arc::new(InMemorySessionCacheStrategy::with_options(
+            InMemoryOptions::default().max(10_000),
+        )),
         CacheKind::Redis => {
             let r = RedisSessionCacheStrategy::new(redis_url)?;
             r.init().await?;
