@@ -14,8 +14,9 @@
 //! app on 127.0.0.1 with the strategy; `--clients` tasks, each on its own keep-alive
 //! connection, sending `GET /admin/products` (the extractor, the session lookup and a
 //! permission check) with the bearer token of a session drawn from a Zipf distribution
-//! (exponent `--zipf`, 1.0 by default) over the sessions; `--warmup` seconds unrecorded, then
-//! `--seconds` recorded. Prints one Markdown row per run: requests per second, latency
+//! (exponent `--zipf`, 1.0 by default) over the sessions. First (unless `--prewarm false`)
+//! every session is requested once, so the caches start warm; then `--warmup` seconds
+//! unrecorded, then `--seconds` recorded. Prints one Markdown row per run: requests per second, latency
 //! percentiles (client-side, per request) and database statements per request (counted by the
 //! loader). Redis and tiered use `REDIS_URL`, or a `redis-server` this program starts on a free
 //! loopback port (and stops), or are skipped with a note when there is none. Clients and server
@@ -47,12 +48,13 @@ struct Params {
     seconds: f64,
     warmup: f64,
     zipf: f64,
+    prewarm: bool,
     strategies: Vec<CacheKind>,
 }
 
 fn usage() -> String {
     "flags: --clients N (32) --sessions N (10000) --seconds S (5) --warmup S (1) --zipf E (1.0) \
-     --strategies none,memory,redis,tiered"
+     --prewarm true|false (true) --strategies none,memory,redis,tiered"
         .to_owned()
 }
 
@@ -63,6 +65,7 @@ fn parse_args() -> Result<Params, BoxError> {
         seconds: 5.0,
         warmup: 1.0,
         zipf: 1.0,
+        prewarm: true,
         strategies: vec![
             CacheKind::None,
             CacheKind::Memory,
@@ -83,6 +86,7 @@ fn parse_args() -> Result<Params, BoxError> {
             "--seconds" => p.seconds = value.parse().map_err(|_| bad("a number"))?,
             "--warmup" => p.warmup = value.parse().map_err(|_| bad("a number"))?,
             "--zipf" => p.zipf = value.parse().map_err(|_| bad("a number"))?,
+            "--prewarm" => p.prewarm = value.parse().map_err(|_| bad("true or false"))?,
             "--strategies" => {
                 p.strategies = value
                     .split(',')
@@ -298,6 +302,24 @@ async fn run_one(url: &str, kind: CacheKind, redis_url: &str, p: &Params) -> Res
     let router = app::router(state.clone());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 
+    if p.prewarm {
+        // Every session requested once, by `clients` connections: the caches start warm.
+        let mut warm = Vec::new();
+        for c in 0..p.clients {
+            let tokens = tokens.clone();
+            let clients = p.clients;
+            warm.push(tokio::spawn(async move {
+                let mut client = Client::connect(addr).await?;
+                for token in tokens.iter().skip(c).step_by(clients) {
+                    client.get("/admin/products", token).await?;
+                }
+                Ok::<_, BoxError>(())
+            }));
+        }
+        for w in warm {
+            w.await??;
+        }
+    }
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(p.warmup);
     let end = measure_from + Duration::from_secs_f64(p.seconds);
@@ -404,8 +426,8 @@ async fn run() -> Result<(), BoxError> {
         eprintln!("note: DATABASE_URL names no PostgreSQL server; SQLite only");
     }
     println!(
-        "{} clients, {} sessions, Zipf {}, {} s recorded after {} s warm-up, GET /admin/products",
-        p.clients, p.sessions, p.zipf, p.seconds, p.warmup
+        "{} clients, {} sessions, Zipf {}, prewarm {}, {} s recorded after {} s warm-up, GET /admin/products",
+        p.clients, p.sessions, p.zipf, p.prewarm, p.seconds, p.warmup
     );
     println!();
     println!("| database | strategy | requests | non-200 | requests/s | p50 µs | p99 µs | p99.9 µs | DB statements / request |");
