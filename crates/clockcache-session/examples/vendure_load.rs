@@ -21,6 +21,7 @@
 //! loader). Redis and tiered use `REDIS_URL`, or a `redis-server` this program starts on a free
 //! loopback port (and stops), or are skipped with a note when there is none. Clients and server
 //! share the process and its Tokio runtime. Every loop is bounded by time; it stops by itself.
+//! It exits non-zero when any recorded response was not 200 (CI smoke-runs it for that).
 
 #[path = "vendure_service/app.rs"]
 mod app;
@@ -433,6 +434,7 @@ async fn run() -> Result<(), BoxError> {
     println!("| database | strategy | requests | non-200 | requests/s | p50 µs | p99 µs | p99.9 µs | DB statements / request |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut n = 0;
+    let mut failed = 0;
     for db in &databases {
         for &kind in &p.strategies {
             n += 1;
@@ -460,6 +462,7 @@ async fn run() -> Result<(), BoxError> {
             let result = run_one(&url, kind, &redis, &p).await;
             fresh.drop_db().await;
             let r = result?;
+            failed += r.errors;
             println!(
                 "| {db} | {} | {} | {} | {:.0} | {} | {} | {} | {:.3} |",
                 label(kind),
@@ -474,5 +477,8 @@ async fn run() -> Result<(), BoxError> {
         }
     }
     drop(redis_child);
+    if failed > 0 {
+        return Err(format!("{failed} responses were not 200").into());
+    }
     Ok(())
 }
