@@ -534,8 +534,8 @@ impl DbSessionStore {
                 .max_lifetime(None);
         } else {
             // WAL: readers do not wait for the writer.
-            // NORMAL is safe against corruption in WAL mode; a power loss may drop the last
-            // commits, not damage the file.
+            // SQLite documents NORMAL as safe from corruption in WAL mode; a power loss may
+            // drop the last commits.
             connect = connect
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal);
