@@ -38,6 +38,19 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! * `sqlx-sqlite`, `sqlx-postgres`: the [`db`] module, Vendure's session flow on a real
+//!   database (its session query as the [`SessionLoader`], session creation, the active order
+//!   and channel updates), through `sqlx` (runtime queries; SQLite bundled) and `getrandom`
+//!   (session tokens from the OS CSPRNG).
+//! * `axum`: the [`axum`](mod@crate::axum) module, an extractor resolving the request's token
+//!   (bearer, `vendure-auth-token` header or `session` cookie) through a [`SessionCache`].
+//! * `tower-sessions`, `actix-session`: store adapters for those frameworks.
+//! * `tls`: `rediss://` URLs.
+//!
+//! `docs/sessions.md` in the repository says why each dependency is there.
 #![warn(missing_docs)]
 
 mod epochs;
@@ -53,6 +66,12 @@ pub mod tower;
 
 #[cfg(feature = "actix-session")]
 pub mod actix;
+
+#[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+pub mod db;
+
+#[cfg(feature = "axum")]
+pub mod axum;
 
 pub use clockcache::{CacheStats, RemovalCause};
 pub use error::SessionCacheError;
