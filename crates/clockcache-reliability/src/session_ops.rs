@@ -182,6 +182,9 @@ struct Model {
     recorded: u64,
     /// The service's `index_capacity()`.
     index_capacity: usize,
+    /// Expired sessions a set wrote over: each leaves through dispose as
+    /// expired, without taking the new session out of the model.
+    expired_over: Vec<(String, Arc<CachedSession>)>,
 }
 
 impl Model {
@@ -200,7 +203,12 @@ impl Model {
             return;
         }
         let deadline = self.ttl.map_or(NEVER, |t| self.now.saturating_add(t));
-        self.cache.insert(s.token.clone(), (s, deadline));
+        let token = s.token.clone();
+        if let Some((old, d)) = self.cache.insert(token.clone(), (s, deadline)) {
+            if d <= self.now {
+                self.expired_over.push((token, old));
+            }
+        }
     }
 
     /// The service's `Index::record`.
@@ -527,6 +535,16 @@ pub fn check(input: &Input) {
                 "dispose told of a replacement: {}",
                 ctx()
             );
+            if cause == RemovalCause::Expired {
+                if let Some(i) = m
+                    .expired_over
+                    .iter()
+                    .position(|(t, o)| *t == token && **o == *s)
+                {
+                    m.expired_over.swap_remove(i);
+                    continue;
+                }
+            }
             let gone = m.cache.remove(&token);
             assert_eq!(
                 gone.as_ref().map(|(g, _)| g),
@@ -542,6 +560,12 @@ pub fn check(input: &Input) {
                 );
             }
         }
+        assert!(
+            m.expired_over.is_empty(),
+            "an expired session written over was not disposed of as expired: {:?}: {}",
+            m.expired_over,
+            ctx()
+        );
         // Operations that must leave a token out of the cache.
         match op {
             Op::StrategyDelete(t) | Op::Delete(t) if world.valid(t) => {

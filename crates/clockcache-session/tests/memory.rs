@@ -125,6 +125,24 @@ fn dispose_reports_every_removal_but_replacement_with_no_dispose_on_set() {
     assert_eq!(seen[2].1, RemovalCause::Evicted);
 }
 
+/// A `set` over a session that had expired (and was not pruned yet) did not replace a live
+/// session: the old one is disposed of as expired, with `noDisposeOnSet` too.
+#[test]
+fn a_set_over_an_expired_session_disposes_of_it_as_expired() {
+    let seen: Arc<Mutex<Vec<(String, RemovalCause)>>> = Arc::default();
+    let log = seen.clone();
+    let (store, clock) = with_clock(
+        InMemoryOptions::default()
+            .no_dispose_on_set(true)
+            .dispose(move |token, _session, cause| log.lock().push((token.to_owned(), cause))),
+    );
+    store.set_now(Arc::new(anonymous("e", 5))).unwrap();
+    clock.advance(Duration::from_secs(6));
+    store.set_now(Arc::new(anonymous("e", 3600))).unwrap();
+    assert_eq!(*seen.lock(), [("e".to_owned(), RemovalCause::Expired)]);
+    assert!(store.get_now("e").is_some(), "the new session is kept");
+}
+
 /// memorystore's default (`noDisposeOnSet` false): a session replaced by a `set` of its token
 /// is disposed of, and told it was replaced.
 #[test]

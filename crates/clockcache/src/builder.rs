@@ -3,6 +3,7 @@
 use crate::cache::{Cache, Core, Weigher};
 use crate::clock::{duration_nanos, Clock, ClockSource};
 use crate::expiry::{trailer_words, Expiry};
+use crate::hasher::DefaultHashBuilder;
 use crate::policy::{Duel, DuelRole, EvictionPolicy, DUEL_MIN_SHARDS};
 use crate::refresh::{Refresh, RefreshConfig};
 use crate::shard::{Listener, Shard};
@@ -312,9 +313,9 @@ where
         self
     }
 
-    /// Builds the cache with a randomly seeded ahash hasher.
+    /// Builds the cache with a randomly seeded [`DefaultHashBuilder`].
     pub fn build(self) -> Cache<K, V> {
-        self.build_with_hasher(ahash::RandomState::new())
+        self.build_with_hasher(DefaultHashBuilder::new())
     }
 
     /// Builds the cache with the given hasher.

@@ -5,6 +5,7 @@ use crate::builder::CacheBuilder;
 use crate::clock::ClockSource;
 use crate::entry::{Entry, HOOKED, NEVER};
 use crate::expiry::{after, Deadlines, Expiry};
+use crate::hasher::DefaultHashBuilder;
 use crate::refresh::RefreshConfig;
 use crate::shard::{Listener, Retired, Shard};
 use crate::slab::InFlight;
@@ -79,7 +80,7 @@ pub(crate) struct Core<K, V, S> {
 /// [`get`]: Cache::get
 /// [`peek`]: Cache::peek
 /// [`contains_key`]: Cache::contains_key
-pub struct Cache<K, V, S = ahash::RandomState> {
+pub struct Cache<K, V, S = DefaultHashBuilder> {
     pub(crate) core: Arc<Core<K, V, S>>,
 }
 
@@ -107,13 +108,13 @@ where
     }
 }
 
-impl<K, V> Cache<K, V, ahash::RandomState>
+impl<K, V> Cache<K, V, DefaultHashBuilder>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     /// A cache holding at most `capacity` entries, with the default policy,
-    /// no expiry and a randomly seeded ahash hasher.
+    /// no expiry and a randomly seeded [`DefaultHashBuilder`].
     ///
     /// `Cache::new(0)` is valid and stores nothing (every insert is reported
     /// to the listener as `Evicted`).

@@ -116,6 +116,7 @@ mod clock;
 mod compute;
 mod entry;
 mod expiry;
+mod hasher;
 mod iter;
 mod load;
 mod loader;
@@ -139,6 +140,7 @@ pub use cache::Cache;
 pub use clock::{Clock, MockClock, SystemClock};
 pub use compute::{AndModify, CompResult, EntryRef, Op};
 pub use expiry::Expiry;
+pub use hasher::{DefaultHashBuilder, DefaultHasher};
 pub use iter::Iter;
 #[cfg(not(loom))]
 pub use load::{GuardResult, Placeholder};
@@ -165,3 +167,8 @@ pub enum RemovalCause {
     /// Removed by [`Cache::clear`].
     Cleared,
 }
+
+/// The README's example, compiled and run as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
