@@ -221,12 +221,7 @@ impl Model {
     /// Stores `(k, v)` as an insert with `ttl` (nanoseconds) would; returns
     /// the live value it replaces, and the expired one it writes over (which
     /// leaves as expired, and the write counts as an insert).
-    fn insert(
-        &mut self,
-        k: u8,
-        v: u16,
-        ttl: Option<u64>,
-    ) -> (Option<(u8, u16)>, Option<(u8, u16)>) {
+    fn insert(&mut self, k: u8, v: u16, ttl: Option<u64>) -> (Option<KeyVal>, Option<KeyVal>) {
         let (life, idle) = match (ttl, self.cfg.expiry) {
             (Some(t), _) => (Some(t), false),
             (None, ExpirySetting::None) => (None, false),
@@ -279,6 +274,9 @@ struct Allowed {
     removed: bool,
     cleared: bool,
 }
+
+/// A key and a value of the model.
+type KeyVal = (u8, u16);
 
 type Log = Arc<Mutex<Vec<(u8, u16, RemovalCause)>>>;
 
