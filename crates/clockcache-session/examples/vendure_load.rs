@@ -51,11 +51,13 @@ struct Params {
     zipf: f64,
     prewarm: bool,
     strategies: Vec<CacheKind>,
+    /// Where to write the chart of the runs (SVG), if anywhere.
+    svg: Option<std::path::PathBuf>,
 }
 
 fn usage() -> String {
     "flags: --clients N (32) --sessions N (10000) --seconds S (5) --warmup S (1) --zipf E (1.0) \
-     --prewarm true|false (true) --strategies none,memory,redis,tiered"
+     --prewarm true|false (true) --strategies none,memory,redis,tiered --svg PATH (none)"
         .to_owned()
 }
 
@@ -73,6 +75,7 @@ fn parse_args() -> Result<Params, BoxError> {
             CacheKind::Redis,
             CacheKind::Tiered,
         ],
+        svg: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -88,6 +91,7 @@ fn parse_args() -> Result<Params, BoxError> {
             "--warmup" => p.warmup = value.parse().map_err(|_| bad("a number"))?,
             "--zipf" => p.zipf = value.parse().map_err(|_| bad("a number"))?,
             "--prewarm" => p.prewarm = value.parse().map_err(|_| bad("true or false"))?,
+            "--svg" => p.svg = Some(value.into()),
             "--strategies" => {
                 p.strategies = value
                     .split(',')
@@ -383,6 +387,51 @@ async fn run_one(url: &str, kind: CacheKind, redis_url: &str, p: &Params) -> Res
     })
 }
 
+/// A horizontal bar chart of requests per second, one bar a run, each
+/// labelled with its database statements per request.
+fn chart(rows: &[(String, f64, f64)], p: &Params) -> String {
+    let (left, bar_w, row_h, top) = (330.0, 420.0, 26.0, 58.0);
+    let width = left + bar_w + 150.0;
+    let height = top + row_h * rows.len() as f64 + 30.0;
+    let max = rows.iter().map(|r| r.1).fold(1.0, f64::max);
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"22\" font-size=\"16\" font-weight=\"bold\">Session requests per second, \
+         by database and session cache</text>\n\
+         <text x=\"10\" y=\"42\" fill=\"#555\">{} clients, {} sessions (Zipf {}), {} s recorded; \
+         the label after each bar: database statements per request</text>\n",
+        p.clients, p.sessions, p.zipf, p.seconds
+    );
+    for (i, (name, rps, qpr)) in rows.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        let w = (rps / max * bar_w).max(1.0);
+        let fill = if name.ends_with("(database every request)") {
+            "#c0504d"
+        } else {
+            "#4f81bd"
+        };
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n\
+             <rect x=\"{left}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{fill}\"/>\n\
+             <text x=\"{}\" y=\"{}\">{:.0} /s, {:.3} stmt/req</text>\n",
+            left - 8.0,
+            y + 17.0,
+            esc(name),
+            y + 4.0,
+            row_h - 8.0,
+            left + w + 6.0,
+            y + 17.0,
+            rps,
+            qpr
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
 fn label(kind: CacheKind) -> &'static str {
     match kind {
         CacheKind::None => "none (database every request)",
@@ -435,6 +484,7 @@ async fn run() -> Result<(), BoxError> {
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut n = 0;
     let mut failed = 0;
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
     for db in &databases {
         for &kind in &p.strategies {
             n += 1;
@@ -463,6 +513,11 @@ async fn run() -> Result<(), BoxError> {
             fresh.drop_db().await;
             let r = result?;
             failed += r.errors;
+            rows.push((
+                format!("{db}, {}", label(kind)),
+                r.rps,
+                r.queries_per_request,
+            ));
             println!(
                 "| {db} | {} | {} | {} | {:.0} | {} | {} | {} | {:.3} |",
                 label(kind),
@@ -477,6 +532,11 @@ async fn run() -> Result<(), BoxError> {
         }
     }
     drop(redis_child);
+    if let Some(path) = &p.svg {
+        std::fs::write(path, chart(&rows, &p))?;
+        println!();
+        println!("chart: {}", path.display());
+    }
     if failed > 0 {
         return Err(format!("{failed} responses were not 200").into());
     }
