@@ -394,7 +394,11 @@ fn chart(rows: &[(String, f64, f64)], p: &Params) -> String {
     let width = left + bar_w + 150.0;
     let height = top + row_h * rows.len() as f64 + 30.0;
     let max = rows.iter().map(|r| r.1).fold(1.0, f64::max);
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          font-family=\"sans-serif\" font-size=\"13\">\n\

@@ -514,18 +514,7 @@ fn every_value_of_a_refreshing_cache_is_dropped_once() {
     let queue = Queue::default();
     let marker = Arc::new(());
     {
-        let cache: Cache<u32, Arc<()>> = Cache::builder()
-            .capacity(16)
-            .shards(1)
-            .clock(clock.clone())
-            .refresh_after(
-                PERIOD,
-                Refresh::with_executor(
-                    |_k: &u32, old: &Arc<()>| Ok::<_, ()>(Arc::clone(old)),
-                    queue.executor(),
-                ),
-            )
-            .build();
+        let cache = marker_cache(&clock, &queue);
         for i in 0..64 {
             cache.insert(i, Arc::clone(&marker));
         }
@@ -538,8 +527,30 @@ fn every_value_of_a_refreshing_cache_is_dropped_once() {
             cache.remove(&i);
         }
     }
+    wait_released(&marker);
+}
+
+/// A refreshing cache of 16 entries whose reloads keep the value and wait
+/// in `queue`.
+fn marker_cache(clock: &MockClock, queue: &Queue) -> Cache<u32, Arc<()>> {
+    Cache::builder()
+        .capacity(16)
+        .shards(1)
+        .clock(clock.clone())
+        .refresh_after(
+            PERIOD,
+            Refresh::with_executor(
+                |_k: &u32, old: &Arc<()>| Ok::<_, ()>(Arc::clone(old)),
+                queue.executor(),
+            ),
+        )
+        .build()
+}
+
+/// Waits until only the test holds `marker`: every value was dropped.
+fn wait_released(marker: &Arc<()>) {
     let start = Instant::now();
-    while Arc::strong_count(&marker) != 1 {
+    while Arc::strong_count(marker) != 1 {
         assert!(start.elapsed() < Duration::from_secs(10), "a value leaked");
         crossbeam_epoch::pin().flush();
         std::thread::yield_now();
@@ -560,27 +571,12 @@ fn a_reload_outlives_the_last_handle_on_its_cache_and_then_releases_everything()
     let clock = MockClock::new();
     let queue = Queue::default();
     let marker = Arc::new(());
-    let cache: Cache<u32, Arc<()>> = Cache::builder()
-        .capacity(16)
-        .clock(clock.clone())
-        .refresh_after(
-            PERIOD,
-            Refresh::with_executor(
-                |_k: &u32, old: &Arc<()>| Ok::<_, ()>(Arc::clone(old)),
-                queue.executor(),
-            ),
-        )
-        .build();
+    let cache = marker_cache(&clock, &queue);
     cache.insert(1, Arc::clone(&marker));
     clock.advance(PERIOD);
     cache.get(&1);
     drop(cache);
     assert!(Arc::strong_count(&marker) > 1, "the job holds the cache");
     queue.run_all();
-    let start = Instant::now();
-    while Arc::strong_count(&marker) != 1 {
-        assert!(start.elapsed() < Duration::from_secs(10), "a value leaked");
-        crossbeam_epoch::pin().flush();
-        std::thread::yield_now();
-    }
+    wait_released(&marker);
 }
