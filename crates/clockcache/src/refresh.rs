@@ -149,7 +149,9 @@ where
     /// A blocking reload run by `executor`, which gets each refresh as a
     /// job to run once on any thread (a pool's spawn, tokio's
     /// `spawn_blocking`, or `|job| job()` to run it on the reading thread
-    /// before its `get` returns).
+    /// before its `get` returns). A job holds a handle on its cache until it
+    /// is run or dropped: an executor that keeps jobs forever keeps the
+    /// cache alive.
     pub fn with_executor<F, E, X>(reload: F, executor: X) -> Self
     where
         F: Fn(&K, &V) -> Result<V, E> + Send + Sync + 'static,
