@@ -328,10 +328,9 @@ mod imp {
             // value (free, or never used), owned by the slab alone.
             unsafe { p.as_ptr().write(value) };
             for (i, &word) in trailer.iter().enumerate().take(self.words) {
-                // SAFETY: as above; blocks of this slab have room for
-                // `words` trailer words at that offset, 8-aligned
-                // (`block_layout`), and `p` carries the provenance of its
-                // whole chunk.
+                // Blocks of this slab have room for `words` trailer words
+                // at that offset, 8-aligned (`block_layout`).
+                // SAFETY: as above, and `p` has its whole chunk's provenance.
                 unsafe {
                     p.as_ptr()
                         .cast::<u8>()
@@ -733,13 +732,12 @@ mod tests {
             }
             for &(i, p) in &blocks {
                 // SAFETY: as above.
-                assert_eq!(
-                    unsafe { *p.as_ptr() },
-                    make(i),
-                    "a trailer overwrote a value"
-                );
-                assert_eq!(unsafe { trailer(p, 0) }.load(Ordering::Relaxed), i);
-                assert_eq!(unsafe { trailer(p, 1) }.load(Ordering::Relaxed), !i);
+                let value = unsafe { *p.as_ptr() };
+                assert_eq!(value, make(i), "a trailer overwrote a value");
+                // SAFETY: as above.
+                let (a, b) = unsafe { (trailer(p, 0), trailer(p, 1)) };
+                assert_eq!(a.load(Ordering::Relaxed), i);
+                assert_eq!(b.load(Ordering::Relaxed), !i);
             }
             let guard = epoch::pin();
             for &(_, p) in &blocks {
