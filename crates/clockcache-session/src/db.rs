@@ -442,6 +442,20 @@ pub struct NewSession {
     pub active_channel_id: Option<i64>,
 }
 
+impl NewSession {
+    /// A guest session: no user, no authentication strategy, no active order or channel.
+    pub fn anonymous(token: String, expires: OffsetDateTime) -> Self {
+        Self {
+            token,
+            expires,
+            authentication_strategy: None,
+            user_id: None,
+            active_order_id: None,
+            active_channel_id: None,
+        }
+    }
+}
+
 /// The session tables on SQLite or PostgreSQL, and the [`SessionLoader`] that reads them.
 ///
 /// Every statement it sends is counted ([`queries`](Self::queries)), so a test or a load test
@@ -1027,14 +1041,10 @@ impl DbSessionService {
     /// Creates an anonymous (guest) session in the database and caches it (Vendure's
     /// `createAnonymousSession`).
     pub async fn create_anonymous_session(&self) -> Result<Arc<CachedSession>, DbError> {
-        let new = NewSession {
-            token: generate_session_token()?,
-            expires: OffsetDateTime::now_utc() + self.store.options.session_duration,
-            authentication_strategy: None,
-            user_id: None,
-            active_order_id: None,
-            active_channel_id: None,
-        };
+        let new = NewSession::anonymous(
+            generate_session_token()?,
+            OffsetDateTime::now_utc() + self.store.options.session_duration,
+        );
         self.create(new).await
     }
 

@@ -137,14 +137,7 @@ async fn the_loader_runs_vendures_session_query() {
         // An anonymous session: no user, no strategy.
         let guest = generate_session_token().unwrap();
         store
-            .insert_session(&NewSession {
-                token: guest.clone(),
-                expires: in_days(300),
-                authentication_strategy: None,
-                user_id: None,
-                active_order_id: None,
-                active_channel_id: None,
-            })
+            .insert_session(&NewSession::anonymous(guest.clone(), in_days(300)))
             .await
             .unwrap();
         let g = store
@@ -167,14 +160,10 @@ async fn the_loader_runs_vendures_session_query() {
         assert_eq!(store.load(&"a".repeat(10_000)).await.unwrap(), None);
         let expired = generate_session_token().unwrap();
         store
-            .insert_session(&NewSession {
-                token: expired.clone(),
-                expires: OffsetDateTime::now_utc() - time::Duration::seconds(1),
-                authentication_strategy: None,
-                user_id: None,
-                active_order_id: None,
-                active_channel_id: None,
-            })
+            .insert_session(&NewSession::anonymous(
+                expired.clone(),
+                OffsetDateTime::now_utc() - time::Duration::seconds(1),
+            ))
             .await
             .unwrap();
         assert_eq!(store.load(&expired).await.unwrap(), None, "{}", db.label);
@@ -194,14 +183,7 @@ async fn a_session_read_in_the_second_half_of_its_life_is_extended_in_the_databa
             .await
             .unwrap();
         let token = generate_session_token().unwrap();
-        let new = |token: &str, days| NewSession {
-            token: token.to_owned(),
-            expires: in_days(days),
-            authentication_strategy: None,
-            user_id: None,
-            active_order_id: None,
-            active_channel_id: None,
-        };
+        let new = |token: &str, days| NewSession::anonymous(token.to_owned(), in_days(days));
         store.insert_session(&new(&token, 2)).await.unwrap();
         let before = store.queries();
         let first = store.find_session(&token).await.unwrap().unwrap();

@@ -127,14 +127,10 @@ async fn the_extractor_rejects_missing_unknown_and_expired_tokens_with_401() {
     let store = state.service.store();
     let expired = "e".repeat(64);
     store
-        .insert_session(&NewSession {
-            token: expired.clone(),
-            expires: OffsetDateTime::now_utc() - time::Duration::seconds(1),
-            authentication_strategy: None,
-            user_id: None,
-            active_order_id: None,
-            active_channel_id: None,
-        })
+        .insert_session(&NewSession::anonymous(
+            expired.clone(),
+            OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        ))
         .await
         .unwrap();
     let (status, _, body) = send(&router, bearer("/me", "GET", &expired)).await;
@@ -144,14 +140,10 @@ async fn the_extractor_rejects_missing_unknown_and_expired_tokens_with_401() {
     // Expired while cached: the copy was served, then its `expires` passes.
     let short = "5".repeat(64);
     store
-        .insert_session(&NewSession {
-            token: short.clone(),
-            expires: OffsetDateTime::now_utc() + time::Duration::milliseconds(1500),
-            authentication_strategy: None,
-            user_id: None,
-            active_order_id: None,
-            active_channel_id: None,
-        })
+        .insert_session(&NewSession::anonymous(
+            short.clone(),
+            OffsetDateTime::now_utc() + time::Duration::milliseconds(1500),
+        ))
         .await
         .unwrap();
     let cached = CachedSession::new(

@@ -97,6 +97,19 @@ fn setup() -> Setup {
     }
 }
 
+/// [`setup`], then a due hit that claims the reload of key 1 (its job
+/// waits in the queue).
+fn claimed() -> Setup {
+    let s = setup();
+    s.clock.advance(PERIOD);
+    assert_eq!(
+        s.cache.get(&1).unwrap(),
+        "v",
+        "a due hit returns the cached value"
+    );
+    s
+}
+
 #[test]
 fn a_hit_before_the_period_starts_nothing_and_one_at_the_period_returns_the_old_value_and_reloads()
 {
@@ -254,9 +267,7 @@ fn a_failed_reload_is_tried_again_a_period_after_the_failure() {
 
 #[test]
 fn a_write_during_a_reload_wins_over_it() {
-    let s = setup();
-    s.clock.advance(PERIOD);
-    s.cache.get(&1);
+    let s = claimed();
     s.cache.insert(1, "newer".to_string());
     s.queue.run_all();
     assert_eq!(s.cache.get(&1).unwrap(), "newer");
@@ -289,9 +300,7 @@ fn a_write_gives_the_entry_a_new_write_time() {
 
 #[test]
 fn a_caller_that_misses_during_a_reload_waits_for_it() {
-    let s = setup();
-    s.clock.advance(PERIOD);
-    s.cache.get(&1);
+    let s = claimed();
     // The entry expires while its reload is in flight.
     s.clock.advance(TTL);
     let queue = s.queue.clone();
