@@ -192,13 +192,19 @@ fn start_redis() -> Option<(RedisChild, String)> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    let child = RedisChild(child);
+    let mut child = RedisChild(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
+        // A child that exited could not start (its port taken meanwhile, say).
+        if Instant::now() > deadline || !matches!(child.0.try_wait(), Ok(None)) {
+            eprintln!("note: the redis-server started on port {port} did not come up");
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if !matches!(child.0.try_wait(), Ok(None)) {
+        eprintln!("note: port {port} answers, but the redis-server started there exited");
+        return None;
     }
     Some((child, format!("redis://127.0.0.1:{port}")))
 }

@@ -12,16 +12,51 @@ use time::OffsetDateTime;
 /// A `redis-server` started by the test (loopback only, no persistence) and killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
-    port: u16,
+    port: PortLease,
     /// For a TLS server: the directory holding its self-signed certificate and key.
     tls_dir: Option<std::path::PathBuf>,
+    /// Where the server writes its log (its standard output), read back when it fails to start.
+    log: std::path::PathBuf,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+/// A loopback port that no other test holds, in this process or any other, for as long as the
+/// lease lives. The OS picks a free TCP port; the lease is a UDP socket bound to the same port
+/// number. Redis listens on TCP only, so the lease never stands in its way, while the kernel
+/// lets one socket at a time hold UDP port P: a second lease of P fails in any process, and a
+/// test that dies releases its leases with its sockets.
+pub struct PortLease {
+    port: u16,
+    _socket: std::net::UdpSocket,
+}
+
+impl PortLease {
+    /// Leases a free loopback port.
+    pub fn new() -> PortLease {
+        for _ in 0..1000 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("no free loopback port");
+            if let Some(lease) = PortLease::try_port(port) {
+                return lease;
+            }
+        }
+        panic!("no loopback port could be leased in 1000 tries");
+    }
+
+    /// Leases `port`, or `None` while someone else holds it.
+    pub fn try_port(port: u16) -> Option<PortLease> {
+        let socket = std::net::UdpSocket::bind(("127.0.0.1", port)).ok()?;
+        Some(PortLease {
+            port,
+            _socket: socket,
+        })
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 fn have_redis_server() -> bool {
@@ -33,9 +68,35 @@ fn have_redis_server() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Why a `redis-server` did not come up.
+#[derive(Debug)]
+pub enum StartError {
+    /// The child exited before it served its port: its status and the end of its log.
+    Exited(String),
+    /// Something else answers on the port (another process took it): the pid it reported.
+    NotOurs(String),
+    /// It neither exited nor listened within the deadline.
+    Timeout,
+}
+
 impl RedisServer {
+    /// Whether a `redis-server` binary is installed; when not, says so loudly (or fails the
+    /// test under `CLOCKCACHE_REQUIRE_REDIS=1`), as `start` does.
+    pub fn available(test: &str) -> bool {
+        if have_redis_server() {
+            return true;
+        }
+        skip(
+            test,
+            "no redis-server binary on PATH (apt-get install -y redis-server)",
+        );
+        false
+    }
+
     /// Starts a server, or returns `None` after a loud message when no `redis-server` binary is
     /// installed. With `CLOCKCACHE_REQUIRE_REDIS=1` a missing binary fails the test instead.
+    /// A server that exits before it listens (its port taken by a process outside the lease, a
+    /// bad option) is reported with its log, and the start is tried again on a new port.
     pub fn start(test: &str) -> Option<RedisServer> {
         if !have_redis_server() {
             skip(
@@ -44,13 +105,34 @@ impl RedisServer {
             );
             return None;
         }
+        let mut last = None;
+        for _ in 0..5 {
+            match RedisServer::start_on(PortLease::new(), None) {
+                Ok(server) => return Some(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!("redis-server did not start in 5 tries: {last:?}");
+    }
+
+    /// Starts a plain server on the leased port, once, saying why it did not come up.
+    pub fn start_on(
+        port: PortLease,
+        tls_dir: Option<std::path::PathBuf>,
+    ) -> Result<RedisServer, StartError> {
+        let log = std::env::temp_dir().join(format!(
+            "clockcache-test-redis-{}-{}.log",
+            std::process::id(),
+            port.port()
+        ));
         let mut server = RedisServer {
             child: None,
-            port: free_port(),
-            tls_dir: None,
+            port,
+            tls_dir,
+            log,
         };
-        server.spawn();
-        Some(server)
+        server.spawn()?;
+        Ok(server)
     }
 
     /// Starts a TLS-only server with a fresh self-signed certificate for 127.0.0.1 (made with
@@ -63,10 +145,11 @@ impl RedisServer {
             );
             return None;
         }
-        let port = free_port();
+        let port = PortLease::new();
         let dir = std::env::temp_dir().join(format!(
-            "clockcache-session-tls-{}-{port}",
-            std::process::id()
+            "clockcache-session-tls-{}-{}",
+            std::process::id(),
+            port.port()
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         if !make_certificates(&dir) {
@@ -75,23 +158,26 @@ impl RedisServer {
             return None;
         }
         let pem = std::fs::read(dir.join("ca.pem")).expect("CA certificate");
-        let mut server = RedisServer {
-            child: None,
-            port,
-            tls_dir: Some(dir),
-        };
-        server.spawn();
-        Some((server, pem))
+        match RedisServer::start_on(port, Some(dir)) {
+            Ok(server) => Some((server, pem)),
+            Err(e) => panic!("the TLS redis-server did not start: {e:?}"),
+        }
     }
 
-    fn spawn(&mut self) {
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port.port()
+    }
+
+    fn spawn(&mut self) -> Result<(), StartError> {
+        let port = self.port.port().to_string();
         let mut cmd = Command::new("redis-server");
         match &self.tls_dir {
             None => {
-                cmd.args(["--port", &self.port.to_string()]);
+                cmd.args(["--port", &port]);
             }
             Some(dir) => {
-                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                cmd.args(["--port", "0", "--tls-port", &port])
                     .arg("--tls-cert-file")
                     .arg(dir.join("cert.pem"))
                     .arg("--tls-key-file")
@@ -101,26 +187,99 @@ impl RedisServer {
                     .args(["--tls-auth-clients", "no"]);
             }
         }
+        let log = std::fs::File::create(&self.log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", self.log.display()));
         let child = cmd
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.try_clone().expect("log handle"))
+            .stdout(log)
             .spawn()
             .expect("cannot start redis-server");
+        let pid = child.id();
         self.child = Some(child);
-        // Readiness poll (not a timing assertion): wait for the port to accept connections.
+        // Readiness poll (not a timing assertion): the child must be alive and its port must
+        // accept connections. A child that exits first failed to start (a port taken by a
+        // process outside the lease, a bad option): say so with its log, never wait for a port
+        // that someone else may be serving.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start listening on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        loop {
+            let child = self.child.as_mut().expect("spawned above");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(StartError::Exited(format!(
+                    "redis-server on port {port} exited with {status}: {}",
+                    self.log_tail()
+                )));
+            }
+            if TcpStream::connect(("127.0.0.1", self.port.port())).is_ok() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                return Err(StartError::Timeout);
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        // The listener must be this child: a plain server reports its pid.
+        if self.tls_dir.is_none() {
+            let reported = self.server_pid();
+            if reported != Some(pid) {
+                // Most often our child is exiting because it could not bind: say that.
+                let until = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < until {
+                    let child = self.child.as_mut().expect("spawned above");
+                    if let Ok(Some(status)) = child.try_wait() {
+                        self.child = None;
+                        return Err(StartError::Exited(format!(
+                            "redis-server on port {port} exited with {status}: {}",
+                            self.log_tail()
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                self.stop();
+                return Err(StartError::NotOurs(format!(
+                    "port {port} is served by pid {reported:?}, not by our redis-server {pid}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `process_id` that whatever serves the port reports to `INFO server`, asked over a raw
+    /// connection with a read timeout (a listener that is not Redis answers nothing, or garbage).
+    fn server_pid(&self) -> Option<u32> {
+        use std::io::Read;
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port.port())).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+            .ok()?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if let Some((_, rest)) = text.split_once("process_id:") {
+                if let Some((pid, _)) = rest.split_once(['\r', '\n']) {
+                    return pid.trim().parse().ok();
+                }
+            }
+        }
+        None
+    }
+
+    /// The last lines of the server's log.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
     /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS server).
@@ -130,7 +289,7 @@ impl RedisServer {
         } else {
             "redis"
         };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://127.0.0.1:{}", self.port.port())
     }
 
     /// Kills the server (by its pid) and waits for it to exit.
@@ -141,10 +300,13 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port (empty: no persistence).
+    /// Starts the server again on the same port (empty: no persistence). The lease is kept
+    /// while it is down, so no other test can start a server there meanwhile.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("redis-server did not restart: {e:?}");
+        }
     }
 
     /// A plain synchronous connection for inspecting or corrupting the server's data.
@@ -158,6 +320,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(&self.log);
         if let Some(dir) = self.tls_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -381,13 +544,14 @@ pub async fn logout_elsewhere_during_a_load(
     assert_eq!(on_a.get("t").await.unwrap(), None);
 }
 
-/// A port nothing listens on (bound, then released).
+/// A port nothing listens on (bound, then released), leased for the rest of the process so that
+/// no test server is started there.
 pub fn dead_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HELD: std::sync::Mutex<Vec<PortLease>> = std::sync::Mutex::new(Vec::new());
+    let lease = PortLease::new();
+    let port = lease.port();
+    HELD.lock().unwrap().push(lease);
+    port
 }
 
 /// With nothing listening, 10 gets (each a miss) and 10 sets (each an error) on `store` finish
