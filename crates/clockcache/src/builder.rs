@@ -144,10 +144,11 @@ where
     /// queue), and a few thousand entries per shard with a weigher (the
     /// number of entries is then unknown). Structures sized ahead never grow
     /// while the cache fills: no writer holds a shard lock through a rehash,
-    /// and no outgrown array is left behind as a hole in the allocator's
-    /// heap (with 32 shards such holes cost about 1.5 bytes per entry of a
-    /// full 1,000,000-entry cache). Set a small value for a cache given a
-    /// large capacity that it will rarely use.
+    /// no outgrown queue is left behind as a hole in the allocator's heap,
+    /// and no outgrown table is kept (a shard keeps the tables it outgrew
+    /// until the cache is dropped, so that readers may read them without
+    /// pinning: less memory than its current table). Set a small value for a
+    /// cache given a large capacity that it will rarely use.
     pub fn initial_capacity(mut self, entries: usize) -> Self {
         self.initial_capacity = Some(entries);
         self

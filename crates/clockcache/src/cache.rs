@@ -159,7 +159,9 @@ where
     ///
     /// Takes no lock and writes no shared counter: it pins the epoch,
     /// searches the shard's table, and at most sets the entry's small access
-    /// counter (and, with time to idle, its deadline).
+    /// counter (and, with time to idle, its deadline). A thread whose
+    /// lookups miss often reads the key's home bucket first, so that a miss
+    /// there does not even pin.
     #[inline]
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
@@ -177,10 +179,33 @@ where
     {
         let hash = self.hash(key);
         let shard = self.shard(hash);
-        // The bucket's cache miss overlaps the pin's atomic instruction.
-        shard.prefetch(hash);
-        let guard = epoch::pin();
-        let found = shard.table(&guard).find_raw(hash, key, &guard);
+        let stripe = self.core.reads.stripe();
+        let guard;
+        let found = if stripe.scouts() {
+            // This thread has been missing often: read the home bucket
+            // before pinning, so that a miss whose home holds no candidate
+            // ends here, unpinned; otherwise the candidate entry's cache
+            // miss overlaps the pin.
+            let scouted_table = shard.table_unpinned();
+            let Some(scouted) = scouted_table.scout(hash) else {
+                stripe.miss(COUNT_MISS);
+                return None;
+            };
+            guard = epoch::pin();
+            let table = shard.table(&guard);
+            if std::ptr::eq(table, scouted_table) {
+                table.find_scouted(hash, key, scouted, &guard)
+            } else {
+                // The shard outgrew its table since the scout.
+                table.find_raw(hash, key, &guard)
+            }
+        } else {
+            // Mostly hits: the bucket's cache miss overlaps the pin's
+            // atomic instruction (a scout would have to wait for it).
+            shard.prefetch(hash);
+            guard = epoch::pin();
+            shard.table(&guard).find_raw(hash, key, &guard)
+        };
         match found {
             Some(p) if self.live_for_read(p) => {
                 // SAFETY: the table's pointer, loaded while `guard` is
@@ -188,7 +213,7 @@ where
                 // `find`).
                 let e = unsafe { p.as_ref() };
                 e.touch();
-                self.core.reads.hit();
+                stripe.hit();
                 let value = e.value().clone();
                 if let Some(config) = &self.core.refresh {
                     self.refresh_if_due(config, p, hash, &value, guard);
@@ -196,9 +221,7 @@ where
                 Some(value)
             }
             _ => {
-                if COUNT_MISS {
-                    self.core.reads.miss();
-                }
+                stripe.miss(COUNT_MISS);
                 None
             }
         }
@@ -242,8 +265,10 @@ where
         Q: Hash + Equivalent<K> + ?Sized,
     {
         let hash = self.hash(key);
+        let shard = self.shard(hash);
+        shard.table_unpinned().scout(hash)?;
         let guard = epoch::pin();
-        let e = self.shard(hash).table(&guard).find(hash, key, &guard)?;
+        let e = shard.table(&guard).find(hash, key, &guard)?;
         (!self.is_expired_now(e)).then(|| e.value().clone())
     }
 
@@ -258,8 +283,12 @@ where
         Q: Hash + Equivalent<K> + ?Sized,
     {
         let hash = self.hash(key);
+        let shard = self.shard(hash);
+        if shard.table_unpinned().scout(hash).is_none() {
+            return false;
+        }
         let guard = epoch::pin();
-        let found = self.shard(hash).table(&guard).find(hash, key, &guard);
+        let found = shard.table(&guard).find(hash, key, &guard);
         found.is_some_and(|e| !self.is_expired_now(e))
     }
 
@@ -353,6 +382,7 @@ where
 
     /// Builds an entry: weight, deadlines, and whether it cannot stay.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn make_entry(
         &self,
         inner: &mut crate::shard::Inner<K, V>,
@@ -448,6 +478,7 @@ where
     /// Builds the entry for `key` and inserts it into its shard, whose
     /// lock the caller holds (`inner`). Returns `insert_locked`'s result.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn insert_built(
         &self,
         inner: &mut crate::shard::Inner<K, V>,
@@ -468,6 +499,7 @@ where
 
     /// [`insert_built`](Self::insert_built) with any [`Life`].
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn insert_life(
         &self,
         inner: &mut crate::shard::Inner<K, V>,
@@ -495,20 +527,33 @@ where
         let hash = self.hash(&key);
         let shard = self.shard(hash);
         shard.prefetch(hash);
-        let guard = epoch::pin();
+        // A write pins only when a listener will read the entries it
+        // retires after the lock is released. Otherwise nothing it reaches
+        // outside the lock needs a pin, and under the lock everything does
+        // not: only lock holders unlink entries or replace tables, entries
+        // are freed only through batches deferred after their unlink, and
+        // outgrown tables live as long as their shard.
+        let pinned = self.core.listener.is_some().then(epoch::pin);
+        let guard = match &pinned {
+            Some(g) => g,
+            // SAFETY: used only under shard locks (see above); the write's
+            // sealed batches are deferred under a real pin (`release`).
+            None => unsafe { epoch::unprotected() },
+        };
         let mut retired = self.retired();
         let (change, new) = {
             let mut inner = shard.inner.lock();
             inner.supersede_load(hash, &key);
-            self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, &guard)
+            self.insert_built(&mut inner, hash, key, value, ttl, now, &mut retired, guard)
         };
-        self.settle(change, new, now, &mut retired, &guard);
-        self.release(retired, guard);
+        self.settle(change, new, now, &mut retired, guard);
+        self.finish(&mut retired, pinned);
     }
 
     /// After a write: keeps the count of shards over budget and, while any
     /// is, evicts across shards (one shard lock at a time, never the entry
     /// `protect`) until the whole cache is within its capacity.
+    #[inline]
     pub(crate) fn settle(
         &self,
         change: isize,
@@ -517,16 +562,24 @@ where
         retired: &mut Retired<K, V>,
         guard: &Guard,
     ) {
-        let core = &*self.core;
-        match change {
-            1 => {
-                core.over.fetch_add(1, Ordering::AcqRel);
-            }
-            -1 => {
-                core.over.fetch_sub(1, Ordering::AcqRel);
-            }
-            _ => {}
+        if change != 0 || self.core.over.load(Ordering::Acquire) != 0 {
+            self.settle_over(change, protect, now, retired, guard);
         }
+    }
+
+    /// [`settle`](Self::settle) once some shard is, or was, over budget.
+    #[cold]
+    #[inline(never)]
+    fn settle_over(
+        &self,
+        change: isize,
+        protect: *const Entry<K, V>,
+        now: u64,
+        retired: &mut Retired<K, V>,
+        guard: &Guard,
+    ) {
+        let core = &*self.core;
+        self.count_over(change);
         if core.over.load(Ordering::Acquire) == 0 {
             return;
         }
@@ -578,7 +631,8 @@ where
     /// Removes `key`'s entry and returns its value (reported to the listener
     /// as [`RemovalCause::Removed`]). An expired entry not yet reclaimed is
     /// reclaimed (reported as [`RemovalCause::Expired`]) and `None`
-    /// returned.
+    /// returned. The value returned is cloned under the shard lock, so its
+    /// `Clone` must not call into this cache (for an `Arc`, it does not).
     pub fn remove<Q>(&self, key: &Q) -> Option<V>
     where
         Q: Hash + Equivalent<K> + ?Sized,
@@ -588,7 +642,8 @@ where
 
     /// Removes `key`'s entry only if `pred` accepts its value, atomically
     /// with respect to other writers of the key (the check and the removal
-    /// happen under the shard lock), and returns the removed value. `pred`
+    /// happen under the shard lock), and returns the removed value (cloned
+    /// under that lock, as by [`remove`](Self::remove)). `pred`
     /// runs under that lock: it must not call into this cache. An expired
     /// entry is never shown to `pred`: it is reclaimed as
     /// [`RemovalCause::Expired`] and `None` returned.
@@ -608,27 +663,33 @@ where
     {
         let hash = self.hash(key);
         let shard = self.shard(hash);
-        let guard = epoch::pin();
+        shard.prefetch(hash);
+        // As for `insert`: a pin only if a listener will read the entry
+        // after the lock (see `insert_inner` for why the lock holder needs
+        // none). The value is cloned under the lock, while the entry is
+        // certainly allocated.
+        let pinned = self.core.listener.is_some().then(epoch::pin);
+        let guard = match &pinned {
+            Some(g) => g,
+            // SAFETY: used only under the shard lock (see `insert_inner`).
+            None => unsafe { epoch::unprotected() },
+        };
         let mut retired = self.retired();
         // 0 while nothing can expire: no clock read for a plain remove.
         let now = self.writer_now(false);
-        let removed = {
+        let value = {
             let mut inner = shard.inner.lock();
             inner.supersede_load(hash, key);
-            let p = shard.remove_locked(&mut inner, hash, key, pred, now, &mut retired, &guard);
+            let p = shard.remove_locked(&mut inner, hash, key, pred, now, &mut retired, guard);
+            // SAFETY: just retired under this lock: its batch is handed to
+            // the collector only after the lock is released.
+            let value = p.map(|p| unsafe { p.as_ref() }.value().clone());
             let change = shard.publish_locked(&mut inner);
             drop(inner);
             self.count_over(change);
-            p
+            value
         };
-        let value = removed.and_then(|p| {
-            // SAFETY: retired (not yet released) and we are pinned: the
-            // entry is still allocated.
-            let e = unsafe { p.as_ref() };
-            let d = e.deadline.load(Ordering::Relaxed);
-            (d == NEVER || d > now).then(|| e.value().clone())
-        });
-        self.release(retired, guard);
+        self.finish(&mut retired, pinned);
         value
     }
 
@@ -646,7 +707,7 @@ where
             {
                 let mut inner = shard.inner.lock();
                 shard.retain_locked(&mut inner, now, &mut keep, &mut retired, &guard);
-                shard.seal_locked(&mut inner, &mut retired, &guard);
+                shard.seal_locked(&mut inner, &mut retired);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
@@ -668,7 +729,7 @@ where
                 let mut inner = shard.inner.lock();
                 inner.supersede_all_loads();
                 shard.clear_locked(&mut inner, now, &mut retired, &guard);
-                shard.seal_locked(&mut inner, &mut retired, &guard);
+                shard.seal_locked(&mut inner, &mut retired);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
@@ -690,7 +751,7 @@ where
             {
                 let mut inner = shard.inner.lock();
                 total += shard.purge_locked(&mut inner, now, usize::MAX, &mut retired, &guard);
-                shard.seal_locked(&mut inner, &mut retired, &guard);
+                shard.seal_locked(&mut inner, &mut retired);
                 let change = shard.publish_locked(&mut inner);
                 drop(inner);
                 self.count_over(change);
@@ -701,16 +762,23 @@ where
         total
     }
 
-    /// Ends a write: tells the listener about its departures, hands a batch
-    /// it sealed to the collector, and unpins. Then, if the values sealed and
-    /// not yet dropped weigh more than a sixteenth of the capacity (writers
-    /// sealing faster than the epoch advances: large values, or a reader
-    /// descheduled while pinned), it helps the collector (see
-    /// `help_collector`).
+    /// Ends a write: tells the listener about its departures, hands the
+    /// batches it sealed to the collector, and unpins. Then, if the values
+    /// sealed and not yet dropped weigh more than a sixteenth of the
+    /// capacity (writers sealing faster than the epoch advances: large
+    /// values, or a reader descheduled while pinned), it helps the
+    /// collector (see `help_collector`).
     #[inline]
-    pub(crate) fn release(&self, retired: Retired<K, V>, guard: Guard) {
-        let sealed = retired.sealed;
-        retired.release(self.core.listener.as_ref(), &guard);
+    pub(crate) fn release(&self, mut retired: Retired<K, V>, guard: Guard) {
+        self.finish(&mut retired, Some(guard));
+    }
+
+    /// [`release`](Self::release) for a write that pinned only if it had
+    /// to (`guard`: see `insert_inner`).
+    #[inline(always)]
+    fn finish(&self, retired: &mut Retired<K, V>, guard: Option<Guard>) {
+        let sealed = retired.sealed_any();
+        retired.release(self.core.listener.as_ref(), guard.as_ref());
         drop(guard);
         if sealed && self.core.in_flight.weight() > self.core.capacity / HELP_SHARE {
             self.help_collector();

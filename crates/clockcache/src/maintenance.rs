@@ -44,7 +44,7 @@ where
             let mut inner = shard.inner.lock();
             let n = shard.purge_locked(&mut inner, now, MAINTENANCE_STEP, &mut retired, &guard);
             let more = inner.has_due(now);
-            shard.seal_locked(&mut inner, &mut retired, &guard);
+            shard.seal_locked(&mut inner, &mut retired);
             let change = shard.publish_locked(&mut inner);
             drop(inner);
             self.count_over(change);

@@ -43,7 +43,10 @@
 //!   stops short of it.
 //! - Once a shard replaces its table (to grow), the old
 //!   one is never written again; readers still walking it see a consistent
-//!   snapshot whose entries stay allocated until they unpin.
+//!   snapshot whose entries stay allocated until they unpin. The shard keeps
+//!   the old table itself until it is dropped, so a reader may read tag
+//!   words without pinning ([`RawTable::scout`]); it dereferences a slot's
+//!   entry only once pinned, and only from the current table.
 
 use crate::entry::Entry;
 use crate::sync::epoch::Guard;
@@ -151,10 +154,9 @@ fn home_of(hash: u64, n: usize) -> usize {
 /// of preceding it.
 ///
 /// Only a hint: it is read without pinning, and a reader that races a table
-/// replacement may pair the new address with the old length, or read the
-/// address of a table already freed. Either way it prefetches a useless
-/// line, nothing more: a prefetch never faults and the address is never
-/// dereferenced. Under loom it is empty (a prefetch changes no result, so
+/// replacement may pair the new address with the old length. Then it
+/// prefetches a useless line, nothing more: a prefetch never faults and the
+/// address is never dereferenced. Under loom it is empty (a prefetch changes no result, so
 /// the models need not explore it).
 pub(crate) struct BucketHint {
     #[cfg(not(loom))]
@@ -211,6 +213,15 @@ impl BucketHint {
         #[cfg(loom)]
         let _ = hash;
     }
+}
+
+/// What [`RawTable::scout`] read of a key's home bucket.
+#[derive(Clone, Copy)]
+pub(crate) struct Scouted {
+    bucket: usize,
+    word: u64,
+    /// The word's bytes that match the key's tag.
+    matches: u64,
 }
 
 #[repr(C, align(64))]
@@ -309,13 +320,34 @@ impl<K, V> RawTable<K, V> {
     where
         Q: Equivalent<K> + ?Sized,
     {
-        let tag = tag_of(hash);
-        let mut b = self.home(hash);
-        let step = self.step(hash);
+        let b = self.home(hash);
+        let word = self.buckets[b].tags.load(order);
+        let matches = match_byte(word, tag_of(hash));
+        self.locate_from(hash, key, order, b, word, matches)
+    }
+
+    /// [`locate`](Self::locate), given the home bucket `b`, its tag word,
+    /// already loaded (with `order`), and the word's tag matches.
+    #[inline]
+    fn locate_from<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        order: Ordering,
+        b: usize,
+        word: u64,
+        matches: u64,
+    ) -> Option<(usize, *mut Entry<K, V>)>
+    where
+        Q: Equivalent<K> + ?Sized,
+    {
+        let (mut b, mut word, mut matches) = (b, word, matches);
+        // Most lookups end in the home bucket: the stride is computed only
+        // when the probe goes on.
+        let mut step = 0;
         for _ in 0..self.buckets.len() {
             let bucket = &self.buckets[b];
-            let word = bucket.tags.load(order);
-            for i in bits(match_byte(word, tag)) {
+            for i in bits(matches) {
                 let p = bucket.slots[i].load(order);
                 if p.is_null() {
                     continue;
@@ -335,9 +367,72 @@ impl<K, V> RawTable<K, V> {
             if !overflowed(word) {
                 return None;
             }
+            if step == 0 {
+                step = self.step(hash);
+            }
             b = self.next(b, step);
+            word = self.buckets[b].tags.load(order);
+            matches = match_byte(word, tag_of(hash));
         }
         None
+    }
+
+    /// The first step of a lookup, taken before the reader pins: the home
+    /// bucket's tag word. `None` if the key is certainly absent (no tag of
+    /// the bucket matches and no probe passed it), so that a miss costs no
+    /// pin. Otherwise it starts fetching the first candidate's entry, whose
+    /// cache miss then overlaps the pin's atomic instruction; the pointer
+    /// is not dereferenced here (without a pin it may be freed: the caller
+    /// pins first, then finishes the lookup with [`find_scouted`]).
+    ///
+    /// [`find_scouted`]: Self::find_scouted
+    #[inline]
+    pub(crate) fn scout(&self, hash: u64) -> Option<Scouted> {
+        let b = self.home(hash);
+        let bucket = &self.buckets[b];
+        // Acquire, as in `locate`: a FULL tag seen here makes its entry's
+        // fields visible to the slot load that follows the pin.
+        let word = bucket.tags.load(Ordering::Acquire);
+        let matches = match_byte(word, tag_of(hash));
+        if matches != 0 {
+            let i = matches.trailing_zeros() as usize / 8;
+            crate::sync::prefetch(bucket.slots[i].load(Ordering::Relaxed));
+        } else if !overflowed(word) {
+            return None;
+        }
+        Some(Scouted {
+            bucket: b,
+            word,
+            matches,
+        })
+    }
+
+    /// Finishes a lookup that [`scout`](Self::scout) started on this table.
+    /// The caller pinned after the scout and checked that this table was
+    /// still its shard's current one after pinning: then every entry
+    /// retired before the pin had been unlinked from this table, so the
+    /// slot pointers loaded here are entries that the pin protects. The
+    /// home bucket's tags are the scout's: a key inserted into it since
+    /// is missed, as if the lookup had ended at the scout.
+    #[inline]
+    pub(crate) fn find_scouted<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        scouted: Scouted,
+        _guard: &Guard,
+    ) -> Option<NonNull<Entry<K, V>>>
+    where
+        Q: Equivalent<K> + ?Sized,
+    {
+        let Scouted {
+            bucket,
+            word,
+            matches,
+        } = scouted;
+        let (_, p) = self.locate_from(hash, key, Ordering::Acquire, bucket, word, matches)?;
+        // `locate_from` skips null slots.
+        NonNull::new(p)
     }
 
     /// Lock-free lookup.
@@ -594,6 +689,48 @@ mod tests {
         }
         // A hint at a table (the prefetch itself has no observable effect).
         BucketHint::new(&t).prefetch(42);
+    }
+
+    /// The unpinned first step of a lookup: a key present in the table is
+    /// never denied (that would be a wrong miss) and the scouted lookup
+    /// finds it; an empty table denies every key, and a table a third full
+    /// most absent keys (those are the misses that skip the pin).
+    #[test]
+    fn the_scout_never_denies_a_present_key() {
+        let n = 3000;
+        let t: RawTable<u64, u64> = RawTable::for_items(n);
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let absent: Vec<u64> = (0..10_000).map(|_| rnd()).collect();
+        assert!(absent.iter().all(|&h| t.scout(h).is_none()));
+        let held: Vec<(u64, *mut Entry<u64, u64>)> = (0..n / 3)
+            .map(|_| {
+                let h = rnd();
+                let e = Box::into_raw(Box::new(Entry::new(h, h, h, 1, u64::MAX, 0)));
+                t.insert(h, e);
+                (h, e)
+            })
+            .collect();
+        let guard = crate::sync::epoch::pin();
+        for &(h, e) in &held {
+            let scouted = t.scout(h).expect("a present key's home is never denied");
+            let found = t.find_scouted(h, &h, scouted, &guard);
+            assert_eq!(found.map(NonNull::as_ptr), Some(e));
+        }
+        let denied = absent.iter().filter(|&&h| t.scout(h).is_none()).count();
+        assert!(
+            denied > 8_000,
+            "only {denied} of 10,000 misses skip the pin"
+        );
+        for (_, e) in held {
+            // SAFETY: allocated above; nothing else holds it.
+            drop(unsafe { Box::from_raw(e) });
+        }
     }
 
     #[test]

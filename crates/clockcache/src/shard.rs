@@ -11,13 +11,14 @@ use crate::entry::Entry;
 use crate::expiry::DeadlineIndex;
 use crate::policy::{Duel, EvictionPolicy, Policy};
 use crate::raw::{BucketHint, RawTable};
-use crate::slab::{InFlight, Slab};
+use crate::slab::{InFlight, Sealed, Slab};
 use crate::stats::WriteCounters;
-use crate::sync::epoch::{self, Guard, Owned};
+use crate::sync::epoch::{self, Guard, Owned, Shared};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::RemovalCause;
 use crossbeam_utils::CachePadded;
 use equivalent::Equivalent;
+use smallvec::SmallVec;
 use std::ptr::NonNull;
 
 /// How many due deadlines an insert reclaims on its way (more are reclaimed
@@ -35,15 +36,15 @@ pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(&K, &V, RemovalCause) + S
 /// reclaimed once the lock is released. Most writes retire one or two
 /// entries: the first few are kept inline, so the common insert allocates
 /// nothing here.
-pub(crate) struct Retired<K, V> {
-    inline: [Option<Departure<K, V>>; INLINE_RETIRED],
-    more: Vec<Departure<K, V>>,
+pub(crate) struct Retired<K: Send + 'static, V: Send + 'static> {
+    departures: SmallVec<[Departure<K, V>; INLINE_RETIRED]>,
     /// Whether a listener will be told: without one, departures are not
     /// recorded at all.
     listening: bool,
-    /// Whether a slab sealed a batch: the thread's deferred functions are
-    /// then flushed to the collector once the lock is released.
-    pub(crate) sealed: bool,
+    /// Batches the slab sealed under the lock: handed to the collector
+    /// once the lock is released (never under it: a pin or a flush may run
+    /// other garbage's destructors, user code that may call into the cache).
+    sealed: Vec<Sealed<Entry<K, V>>>,
 }
 
 /// An entry taken out, with the cause the listener will be given.
@@ -51,57 +52,82 @@ type Departure<K, V> = (NonNull<Entry<K, V>>, RemovalCause);
 
 const INLINE_RETIRED: usize = 4;
 
-impl<K, V> Retired<K, V> {
+impl<K: Send + 'static, V: Send + 'static> Retired<K, V> {
     /// `listening`: whether the cache has an eviction listener.
     #[inline]
     pub(crate) fn new(listening: bool) -> Self {
         Self {
-            inline: [None; INLINE_RETIRED],
-            more: Vec::new(),
+            departures: SmallVec::new(),
             listening,
-            sealed: false,
+            sealed: Vec::new(),
         }
+    }
+
+    /// Keeps a batch the slab sealed, if any, for the collector.
+    #[inline]
+    pub(crate) fn keep(&mut self, sealed: Option<Sealed<Entry<K, V>>>) {
+        if let Some(batch) = sealed {
+            self.sealed.push(batch);
+        }
+    }
+
+    /// Whether a batch was sealed (the write may then help the collector).
+    #[inline]
+    pub(crate) fn sealed_any(&self) -> bool {
+        !self.sealed.is_empty()
     }
 
     #[inline]
     pub(crate) fn push(&mut self, e: NonNull<Entry<K, V>>, cause: RemovalCause) {
-        if !self.listening {
-            return;
+        if self.listening {
+            self.departures.push((e, cause));
         }
-        match self.inline.iter_mut().find(|c| c.is_none()) {
-            Some(cell) => *cell = Some((e, cause)),
-            None => self.more.push((e, cause)),
-        }
-    }
-
-    fn take_all(&mut self) -> impl Iterator<Item = Departure<K, V>> + '_ {
-        self.inline
-            .iter_mut()
-            .filter_map(Option::take)
-            .chain(self.more.drain(..))
     }
 
     /// Calls the listener once per entry (outside every lock; a panicking
-    /// listener is contained), then, if a batch was sealed, hands it to the
+    /// listener is contained), then hands the sealed batches to the
     /// collector. `guard` must have been pinned since before the entries
-    /// were unlinked: their values are dropped only once every such guard
-    /// is gone.
+    /// were unlinked if a listener is told: the entries stay readable only
+    /// while such a guard is. Without one (a write of a cache without a
+    /// listener, which needs no pin), a batch is deferred under a fresh pin.
     #[inline]
-    pub(crate) fn release(self, listener: Option<&Listener<K, V>>, guard: &Guard) {
-        let sealed = self.sealed;
+    pub(crate) fn release(&mut self, listener: Option<&Listener<K, V>>, guard: Option<&Guard>) {
         if self.listening {
-            self.report(listener, guard);
+            if let Some(guard) = guard {
+                self.report(listener, guard);
+            }
         }
-        if sealed {
-            // Outside the lock: the collector may run destructors here.
-            guard.flush();
+        if !self.sealed.is_empty() {
+            self.hand_over(guard);
         }
     }
 
+    /// Defers every sealed batch and flushes the thread's bag to the
+    /// collector, so that the batches do not wait there for later garbage.
     #[cold]
-    fn report(mut self, listener: Option<&Listener<K, V>>, _guard: &Guard) {
+    #[inline(never)]
+    fn hand_over(&mut self, guard: Option<&Guard>) {
+        let pinned: Guard;
+        let guard = match guard {
+            Some(g) => g,
+            None => {
+                pinned = epoch::pin();
+                &pinned
+            }
+        };
+        for batch in self.sealed.drain(..) {
+            // Its entries were unlinked from the table and their queues
+            // under the shard lock, which the caller has released since.
+            // SAFETY: no reader that pins from now on can reach them.
+            unsafe { batch.defer(guard) };
+        }
+        guard.flush();
+    }
+
+    #[cold]
+    fn report(&mut self, listener: Option<&Listener<K, V>>, _guard: &Guard) {
         if let Some(l) = listener {
-            for (p, cause) in self.take_all() {
+            for (p, cause) in self.departures.drain(..) {
                 // `p` was retired to its shard's slab under the shard lock
                 // while `_guard` was pinned, and no writer touches a retired
                 // entry.
@@ -112,6 +138,17 @@ impl<K, V> Retired<K, V> {
                 // nor poison the cache; the panic hook has already reported it.
                 let _ = std::panic::catch_unwind(call);
             }
+        }
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> Drop for Retired<K, V> {
+    fn drop(&mut self) {
+        // Only a write that unwinds (a panicking weigher, say) drops its
+        // list unreleased: its batches still go to the collector, so that
+        // their values are dropped and their blocks reused.
+        if !self.sealed.is_empty() {
+            self.hand_over(None);
         }
     }
 }
@@ -141,6 +178,34 @@ pub(crate) struct Inner<K, V> {
     pub(crate) loading: Vec<Loading<K, V>>,
     /// Where this shard's entries live.
     slab: Slab<Entry<K, V>>,
+    /// Tables this shard outgrew (see `Shard::table_unpinned`).
+    outgrown: Outgrown<K, V>,
+}
+
+/// The tables a shard has replaced by larger ones. They are kept, never
+/// written again, until the shard is dropped, so that a table pointer loaded
+/// without pinning stays dereferenceable (see `Shard::table_unpinned`). A
+/// shard's table only ever doubles, so together they take less memory than
+/// the current one; a table sized ahead (the default, up to 1,048,576
+/// entries per cache) is never outgrown.
+struct Outgrown<K, V>(Vec<*mut RawTable<K, V>>);
+
+// SAFETY: the pointers are tables owned by the shard, read by any thread
+// that reads the shard (RawTable<K, V> is Send + Sync when the entries are),
+// and freed only by the shard's drop.
+unsafe impl<K: Send + Sync, V: Send + Sync> Send for Outgrown<K, V> {}
+// SAFETY: as above; `&Outgrown` exposes nothing.
+unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Outgrown<K, V> {}
+
+impl<K, V> Drop for Outgrown<K, V> {
+    fn drop(&mut self) {
+        for &t in &self.0 {
+            // SAFETY: each came from an `Owned` swapped out of the shard's
+            // table pointer, is kept once, and no reader is left (the shard
+            // is being dropped). Dropping a table frees only its arrays.
+            drop(unsafe { Shared::from(t.cast_const()).into_owned() });
+        }
+    }
 }
 
 pub(crate) struct Shard<K, V> {
@@ -237,14 +302,40 @@ impl<K, V> Shard<K, V> {
     pub(crate) fn table<'g>(&self, guard: &'g Guard) -> &'g RawTable<K, V> {
         let t = self.read.table.load(Ordering::Acquire, guard);
         // SAFETY: the table pointer is never null (set in `new`, only ever
-        // swapped for another table), and a replaced table is retired through
-        // the epoch collector, so it outlives `guard`.
+        // swapped for another table), and a replaced table is kept until the
+        // shard is dropped, so it outlives `guard`.
+        unsafe { t.deref() }
+    }
+
+    /// The current table, loaded without pinning: tables are freed only
+    /// when the shard is dropped (an outgrown one is kept, see `Outgrown`),
+    /// so the reference is valid for as long as the shard. Its tag words
+    /// may be read; a slot's entry pointer may be prefetched but not
+    /// dereferenced (the entry may have been freed since it was unlinked):
+    /// that takes a pin taken before the pointer is loaded.
+    #[inline]
+    pub(crate) fn table_unpinned(&self) -> &RawTable<K, V> {
+        // SAFETY: the pointer is only loaded and dereferenced as a table,
+        // which lives as long as `self` (see above); no entry is reached
+        // through this guard.
+        let guard = unsafe { epoch::unprotected() };
+        let t = self.read.table.load(Ordering::Acquire, guard);
+        // SAFETY: never null, and alive while the shard is (see above).
         unsafe { t.deref() }
     }
 
     /// Heap bytes held by this shard's structures, entries excluded.
     pub(crate) fn structure_bytes(&self, inner: &Inner<K, V>, guard: &Guard) -> usize {
         self.table(guard).heap_bytes()
+            + inner
+                .outgrown
+                .0
+                .iter()
+                .map(|&t| {
+                    // SAFETY: an outgrown table, kept until the shard drops.
+                    unsafe { &*t }.heap_bytes()
+                })
+                .sum::<usize>()
             + inner.policy.heap_bytes()
             + inner.deadlines.heap_bytes()
             + inner.slab.overhead_bytes()
@@ -286,6 +377,7 @@ where
                 item_limit,
                 loading: Vec::new(),
                 slab: Slab::new(item_limit, budget, in_flight, trailer_words),
+                outgrown: Outgrown(Vec::new()),
             }),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
@@ -322,6 +414,7 @@ where
     /// over-budget change (see `publish`) and the new entry's address (to
     /// protect it from cross-shard eviction).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn insert_locked(
         &self,
         inner: &mut Inner<K, V>,
@@ -363,7 +456,7 @@ where
             };
             // SAFETY: non-null (it was the slot's live entry).
             let old = unsafe { NonNull::new_unchecked(old) };
-            retired.sealed |= inner.slab.retire(old, old_ref.weight, guard);
+            retired.keep(inner.slab.retire(old, old_ref.weight));
             retired.push(old, cause);
         } else {
             let table = if table.needs_rehash() {
@@ -403,7 +496,7 @@ where
     }
 
     /// Replaces the table by a larger one holding the same entries.
-    fn rehash_locked<'g>(&self, inner: &Inner<K, V>, guard: &'g Guard) -> &'g RawTable<K, V> {
+    fn rehash_locked<'g>(&self, inner: &mut Inner<K, V>, guard: &'g Guard) -> &'g RawTable<K, V> {
         let old = self.table(guard);
         let need = old.items() + 1;
         // Double, but not past what the budget can ever need (the limit is
@@ -417,13 +510,12 @@ where
         old.copy_into(&new);
         let new = Owned::new(new).into_shared(guard);
         let old = self.read.table.swap(new, Ordering::AcqRel, guard);
-        // SAFETY: just stored; retired only by a later rehash under the lock.
+        // SAFETY: just stored; kept until the shard is dropped.
         self.read.hint.point_at(unsafe { new.deref() });
-        // SAFETY: the old table is unreachable for readers that pin from now
-        // on; it is retired once, here. Dropping a table frees only its
-        // arrays, never the entries (they now live in the new table).
-        unsafe { guard.defer_destroy(old) };
-        // SAFETY: just stored; retired only by a later rehash under the lock.
+        // Readers that loaded the old table may still walk it: it is kept,
+        // never written again, until the shard is dropped.
+        inner.outgrown.0.push(old.as_raw().cast_mut());
+        // SAFETY: just stored; kept until the shard is dropped.
         unsafe { new.deref() }
     }
 
@@ -461,7 +553,7 @@ where
             RemovalCause::Replaced => &c.updates,
         };
         WriteCounters::add(counter, 1);
-        retired.sealed |= inner.slab.retire(p, e.weight, guard);
+        retired.keep(inner.slab.retire(p, e.weight));
         retired.push(p, cause);
     }
 
@@ -652,7 +744,7 @@ where
                 removed += 1;
                 RemovalCause::Cleared
             };
-            retired.sealed |= inner.slab.retire(p, e.weight, guard);
+            retired.keep(inner.slab.retire(p, e.weight));
             retired.push(p, cause);
         }
         WriteCounters::add(&self.counters.removals, removed);
@@ -665,13 +757,8 @@ where
     /// Hands the entries retired so far, however few, to the collector, so
     /// that a bulk removal's values are dropped even if the shard sees no
     /// more writes (otherwise up to 63 wait for the next batch).
-    pub(crate) fn seal_locked(
-        &self,
-        inner: &mut Inner<K, V>,
-        retired: &mut Retired<K, V>,
-        guard: &Guard,
-    ) {
-        retired.sealed |= inner.slab.seal(guard);
+    pub(crate) fn seal_locked(&self, inner: &mut Inner<K, V>, retired: &mut Retired<K, V>) {
+        retired.keep(inner.slab.seal());
     }
 
     /// Publishes the counts after any `*_locked` call that did not (all but
@@ -704,32 +791,70 @@ mod tests {
     use crate::sync::epoch;
     use crate::Cache;
 
-    /// The prefetch hint must follow the table when a shard grows it: a
-    /// stale hint changes no result, so only this test would notice the
-    /// prefetches going to a freed array.
+    /// The premise of the loom model of a scouting reader racing table
+    /// growth: a one-shard cache sized for one entry outgrows its table at
+    /// the seventh insert, not before.
     #[test]
-    fn the_bucket_hint_follows_the_table_as_it_grows() {
+    fn a_table_sized_for_one_entry_grows_at_the_seventh() {
+        let cache: Cache<u64, u64> = Cache::builder()
+            .capacity(16)
+            .shards(1)
+            .initial_capacity(1)
+            .build();
+        let grown = |c: &Cache<u64, u64>| c.core.shards[0].inner.lock().outgrown.0.len();
+        for k in 1..=6 {
+            cache.insert(k, k);
+        }
+        assert_eq!(grown(&cache), 0);
+        cache.insert(7, 7);
+        assert_eq!(grown(&cache), 1);
+    }
+
+    /// A shard that outgrows its table keeps the old one (readers may hold
+    /// it unpinned) and counts it in its structure bytes.
+    #[test]
+    fn an_outgrown_table_is_kept_and_counted() {
         let cache: Cache<u64, u64> = Cache::builder()
             .capacity(20_000)
             .shards(4)
             .initial_capacity(8)
             .build();
-        let slots = |cache: &Cache<u64, u64>| -> Vec<usize> {
-            let guard = epoch::pin();
-            let shards = cache.core.shards.iter();
-            shards.map(|s| s.table(&guard).slot_count()).collect()
-        };
-        let before = slots(&cache);
+        let first: Vec<*const u8> = cache
+            .core
+            .shards
+            .iter()
+            .map(|s| std::ptr::from_ref(s.table_unpinned()).cast())
+            .collect();
         for k in 0..20_000 {
             cache.insert(k, k);
         }
-        let after = slots(&cache);
-        assert!(
-            before.iter().zip(&after).all(|(b, a)| a > b),
-            "{before:?} -> {after:?}"
-        );
         let guard = epoch::pin();
-        for shard in cache.core.shards.iter() {
+        for (shard, first) in cache.core.shards.iter().zip(first) {
+            let inner = shard.inner.lock();
+            assert!(inner.outgrown.0.len() >= 2, "grew more than once");
+            assert!(inner
+                .outgrown
+                .0
+                .iter()
+                .any(|&t| t.cast_const().cast() == first));
+            let kept: usize = inner
+                .outgrown
+                .0
+                .iter()
+                .map(|&t| {
+                    // SAFETY: kept until the shard drops.
+                    unsafe { &*t }.heap_bytes()
+                })
+                .sum();
+            assert!(
+                kept < shard.table(&guard).heap_bytes(),
+                "doubling: less than the current table"
+            );
+            assert!(
+                shard.structure_bytes(&inner, &guard) > kept + shard.table(&guard).heap_bytes()
+            );
+            // The prefetch hint follows the table: a stale hint changes no
+            // result, so only this would notice prefetches of an old array.
             assert!(shard.read.hint.points_at(shard.table(&guard)));
         }
     }

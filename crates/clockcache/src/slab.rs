@@ -10,11 +10,14 @@
 //! removal may still be cloning its value. So the lock holder that unlinks
 //! an entry puts its block on `pending`, and seals the pending blocks into a
 //! batch as soon as [`BATCH`] of them, or a [`SEAL_SHARE`]th of the shard's
-//! budget by weight, have gathered. Sealing hands the epoch collector one
-//! function for the whole batch. The collector runs it only once every
-//! thread pinned at sealing time has unpinned (the guarantee `defer_destroy`
-//! relies on), and the blocks were unlinked before sealing, so by then no
-//! reader can reach them: the function drops the batch's keys and values in
+//! budget by weight, have gathered. The sealed batch ([`Sealed`]) leaves the
+//! shard with the write, which hands the epoch collector one function for
+//! the whole batch once it has released the shard lock ([`Sealed::defer`]:
+//! a pin or a flush may run other garbage's destructors, which must not run
+//! under the lock). The collector runs it only once every thread pinned at
+//! deferring time has unpinned (the guarantee `defer_destroy` relies on),
+//! and the blocks were unlinked before, so by then no reader can reach
+//! them: the function drops the batch's keys and values in
 //! place, at once, and only then hands the emptied blocks back to the slab
 //! through a small mutex of their own (`Home::returned`), where the next
 //! allocation that finds the free list empty takes them.
@@ -24,9 +27,9 @@
 //! may outlive its removal is bounded: per shard, fewer than [`BATCH`]
 //! unsealed entries weighing less than a [`SEAL_SHARE`]th of the shard's
 //! budget, plus the sealed batches the collector has not run yet (each
-//! seal's write asks the collector to advance, and a batch runs at the
-//! second advance after its sealing; bulk removals drive it there before
-//! they return; see `Cache::reclaim_now`).
+//! seal's write flushes and so asks the collector to advance, and a batch
+//! runs at the second advance after its deferral; bulk removals drive it
+//! there before they return; see `Cache::reclaim_now`).
 //!
 //! The batches share the chunks through an `Arc<Home>`: a batch that runs
 //! after its cache is gone drops its values and frees the chunks if it is
@@ -40,7 +43,8 @@
 //!
 //! Under loom, and with `--cfg clockcache_no_recycle` (the AddressSanitizer
 //! runs, so that a use after free stays visible to ASan), every entry is its
-//! own `Box`, dropped and freed by a function deferred to the collector.
+//! own `Box`, sealed into batches at the same thresholds and dropped and
+//! freed by the batch's function.
 
 use crate::sync::epoch::Guard;
 #[cfg(not(loom))]
@@ -49,14 +53,14 @@ use std::ptr::NonNull;
 
 /// Most retired entries a shard gathers before it seals them into a batch
 /// (one deferred function, one flush).
-pub(crate) const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 256;
 
 /// A shard also seals once its unsealed entries weigh a `SEAL_SHARE`th of
 /// its budget, so that a few heavy values never wait for 63 more.
 pub(crate) const SEAL_SHARE: u64 = 16;
 
 /// What one cache's shards have sealed and the collector has not dropped
-/// yet: batches (or, without recycling, entries) and their weight. Writers
+/// yet: batches and their weight. Writers
 /// read it to help the collector along when too much waits (see
 /// `Cache::release`). Under loom it counts nothing: the models check the
 /// protocol, and these counters only decide how hard to push the collector.
@@ -124,7 +128,7 @@ pub(crate) fn seal_weight(budget: u64) -> u64 {
     (budget / SEAL_SHARE).max(1)
 }
 
-pub(crate) use imp::{trailer, Slab};
+pub(crate) use imp::{trailer, Sealed, Slab};
 
 /// Where a block's trailer starts: right after the value, 8-aligned.
 #[cfg(not(any(loom, clockcache_no_recycle)))]
@@ -203,15 +207,38 @@ mod imp {
         }
     }
 
-    /// Retired blocks whose values are still live, owned by the function
-    /// the collector will run.
-    struct Batch<T> {
+    /// A sealed batch: retired blocks whose values are still live, to be
+    /// owned by the function the collector will run (see [`Sealed::defer`]).
+    pub(crate) struct Sealed<T> {
         home: Arc<Home<T>>,
         blocks: Vec<NonNull<T>>,
         weight: u64,
     }
 
-    impl<T> Batch<T> {
+    // SAFETY: a batch owns its blocks' values (`T: Send`) and a share of the
+    // slab's `Home`, whose mutexes and atomics may be used from any thread.
+    unsafe impl<T: Send> Send for Sealed<T> {}
+
+    impl<T: Send + 'static> Sealed<T> {
+        /// Hands the batch to the collector, which drops its values and
+        /// returns its blocks once every thread pinned now has unpinned.
+        ///
+        /// # Safety
+        ///
+        /// Every block of the batch was unlinked from the table and from its
+        /// queue before this call (under the shard lock), so that no reader
+        /// that pins from now on can reach it.
+        pub(crate) unsafe fn defer(self, guard: &Guard) {
+            // SAFETY: the caller's contract: only readers pinned now can hold
+            // the blocks, and the collector runs the function after they
+            // have all unpinned; it owns what it touches (the blocks, and its
+            // share of `Home`), and `T: Send + 'static` may be dropped on any
+            // thread at any later time.
+            unsafe { guard.defer_unchecked(move || self.release()) };
+        }
+    }
+
+    impl<T> Sealed<T> {
         /// Run by the collector once no reader can reach the blocks.
         fn release(self) {
             for &p in &self.blocks {
@@ -225,7 +252,7 @@ mod imp {
                 });
                 let _ = std::panic::catch_unwind(drop_one);
             }
-            let Batch {
+            let Sealed {
                 home,
                 blocks,
                 weight,
@@ -406,16 +433,15 @@ mod imp {
             }
         }
 
-        /// Seals the pending blocks into a batch, however few, and hands it
-        /// to the collector. Returns whether there was anything to seal (the
-        /// caller then flushes the thread's deferred functions to the
-        /// collector once it has released the shard lock, so that the batch
-        /// does not wait in this thread's bag for 63 more).
+        /// Seals the pending blocks into a batch, however few. The caller
+        /// hands it to the collector ([`Sealed::defer`]) once it has released
+        /// the shard lock, pinned, and flushes, so that the batch does not
+        /// wait in the thread's bag for later garbage.
         #[cold]
         #[inline(never)]
-        pub(crate) fn seal(&mut self, guard: &Guard) -> bool {
+        pub(crate) fn seal(&mut self) -> Option<Sealed<T>> {
             if self.pending.is_empty() {
-                return false;
+                return None;
             }
             let next = self
                 .spare
@@ -424,33 +450,25 @@ mod imp {
             let blocks = std::mem::replace(&mut self.pending, next);
             let weight = std::mem::take(&mut self.pending_weight);
             self.home.in_flight.sealed(weight);
-            let batch = Batch {
+            Some(Sealed {
                 home: Arc::clone(&self.home),
                 blocks,
                 weight,
-            };
-            // The blocks were unlinked from the table and their queues under
-            // the shard lock, before this call, by the holder of `guard`; the
-            // function owns what it touches (the blocks, and its share of
-            // `Home`).
-            // SAFETY: it runs only after every thread pinned now has
-            // unpinned, so no reader still holds the blocks; `T: Send +
-            // 'static` may be dropped on any thread at any later time.
-            unsafe { guard.defer_unchecked(move || batch.release()) };
-            true
+            })
         }
 
         /// Retires a block of `weight` whose entry was unlinked under the
-        /// shard lock; its value stays readable while `guard` (pinned before
-        /// the unlink) is. Returns whether this sealed a batch (see `seal`).
+        /// shard lock. Its value stays in place, readable by readers pinned
+        /// before the unlink, until the batch it is sealed into has run.
+        /// Returns a batch if this retirement completed one (see `seal`).
         #[inline]
-        pub(crate) fn retire(&mut self, p: NonNull<T>, weight: u32, guard: &Guard) -> bool {
+        pub(crate) fn retire(&mut self, p: NonNull<T>, weight: u32) -> Option<Sealed<T>> {
             self.pending.push(p);
             self.pending_weight += u64::from(weight);
             if self.pending.len() >= BATCH || self.pending_weight >= self.seal_weight {
-                return self.seal(guard);
+                return self.seal();
             }
-            false
+            None
         }
     }
 
@@ -555,18 +573,68 @@ mod imp {
         unsafe { &(*p.as_ptr().cast::<Block<T>>()).trailer[i] }
     }
 
-    /// One `Box` per entry, dropped and freed through the epoch collector.
+    /// A sealed batch of boxes whose values are still live, to be owned by
+    /// the function the collector will run (see [`Sealed::defer`]).
+    pub(crate) struct Sealed<T> {
+        in_flight: Arc<InFlight>,
+        with_trailer: bool,
+        boxes: Vec<NonNull<T>>,
+        weight: u64,
+    }
+
+    // SAFETY: a batch owns its boxes' values (`T: Send`).
+    unsafe impl<T: Send> Send for Sealed<T> {}
+
+    impl<T: Send + 'static> Sealed<T> {
+        /// Hands the batch to the collector, which drops and frees its boxes
+        /// once every thread pinned now has unpinned.
+        ///
+        /// # Safety
+        ///
+        /// Every box of the batch was unlinked from the table and from its
+        /// queue before this call, so that no reader that pins from now on
+        /// can reach it.
+        pub(crate) unsafe fn defer(self, guard: &Guard) {
+            // SAFETY: the caller's contract; the function owns the boxes, and
+            // `T: Send + 'static` may be dropped anywhere.
+            unsafe { guard.defer_unchecked(move || self.release()) };
+        }
+    }
+
+    impl<T> Sealed<T> {
+        fn release(self) {
+            for &p in &self.boxes {
+                // A panicking destructor must not leak the rest of the
+                // batch, nor unwind through the collector.
+                let free_one = std::panic::AssertUnwindSafe(|| {
+                    // SAFETY: each box came from `alloc`, was retired once and
+                    // is freed once, here, when no reader can reach it.
+                    unsafe { free(p.as_ptr(), self.with_trailer) }
+                });
+                let _ = std::panic::catch_unwind(free_one);
+            }
+            self.in_flight.dropped(self.weight);
+        }
+    }
+
+    /// One `Box` per entry, dropped and freed through the epoch collector in
+    /// batches sealed at the recycling slab's thresholds, so that the memory
+    /// bound is the same.
     pub(crate) struct Slab<T> {
         in_flight: Arc<InFlight>,
         with_trailer: bool,
-        /// Entries retired since the last flush, and their weight: the
-        /// thresholds of the recycling slab's batches decide when the
-        /// caller flushes, so that the memory bound is the same.
-        unsealed: usize,
-        unsealed_weight: u64,
+        /// Boxes retired and not sealed yet, and their weight.
+        pending: Vec<NonNull<T>>,
+        pending_weight: u64,
         seal_weight: u64,
-        _values: std::marker::PhantomData<T>,
     }
+
+    // SAFETY: the slab owns the values of its pending boxes, which it only
+    // moves into a batch or drops, under the shard lock: sending it sends
+    // them (`T: Send`).
+    unsafe impl<T: Send> Send for Slab<T> {}
+    // SAFETY: `&Slab` exposes nothing of the values.
+    unsafe impl<T: Send> Sync for Slab<T> {}
 
     impl<T: Send + 'static> Slab<T> {
         pub(crate) fn new(
@@ -578,10 +646,9 @@ mod imp {
             Self {
                 in_flight,
                 with_trailer: words > 0,
-                unsealed: 0,
-                unsealed_weight: 0,
+                pending: Vec::new(),
+                pending_weight: 0,
                 seal_weight: seal_weight(budget),
-                _values: std::marker::PhantomData,
             }
         }
 
@@ -599,41 +666,33 @@ mod imp {
             unsafe { NonNull::new_unchecked(p) }
         }
 
-        pub(crate) fn retire(&mut self, p: NonNull<T>, weight: u32, guard: &Guard) -> bool {
-            let raw = p.as_ptr();
-            let with_trailer = self.with_trailer;
-            let in_flight = Arc::clone(&self.in_flight);
-            let weight = u64::from(weight);
-            in_flight.sealed(weight);
-            self.unsealed += 1;
-            self.unsealed_weight += weight;
-            // `raw` came from `alloc`, was unlinked under the shard lock
-            // before this call and is retired once.
-            // SAFETY: the collector runs the drop after every thread pinned
-            // now has unpinned; `T: Send + 'static` may be dropped anywhere.
-            unsafe {
-                guard.defer_unchecked(move || {
-                    free(raw, with_trailer);
-                    in_flight.dropped(weight);
-                })
-            };
-            if self.unsealed >= BATCH || self.unsealed_weight >= self.seal_weight {
-                return self.seal(guard);
+        pub(crate) fn retire(&mut self, p: NonNull<T>, weight: u32) -> Option<Sealed<T>> {
+            self.pending.push(p);
+            self.pending_weight += u64::from(weight);
+            if self.pending.len() >= BATCH || self.pending_weight >= self.seal_weight {
+                return self.seal();
             }
-            false
+            None
         }
 
-        /// Whether anything was retired since the last call (the caller
-        /// then flushes the thread's deferred functions to the collector).
-        pub(crate) fn seal(&mut self, _guard: &Guard) -> bool {
-            self.unsealed_weight = 0;
-            std::mem::take(&mut self.unsealed) != 0
+        pub(crate) fn seal(&mut self) -> Option<Sealed<T>> {
+            if self.pending.is_empty() {
+                return None;
+            }
+            let weight = std::mem::take(&mut self.pending_weight);
+            self.in_flight.sealed(weight);
+            Some(Sealed {
+                in_flight: Arc::clone(&self.in_flight),
+                with_trailer: self.with_trailer,
+                boxes: std::mem::take(&mut self.pending),
+                weight,
+            })
         }
     }
 
     impl<T> Slab<T> {
         pub(crate) fn overhead_bytes(&self) -> usize {
-            0
+            self.pending.capacity() * std::mem::size_of::<NonNull<T>>()
         }
 
         /// Drops the value in `p` now and frees its box.
@@ -645,6 +704,16 @@ mod imp {
         pub(crate) unsafe fn drop_live(&mut self, p: NonNull<T>) {
             // SAFETY: `p` came from `alloc`; the caller's contract.
             unsafe { free(p.as_ptr(), self.with_trailer) };
+        }
+    }
+
+    impl<T> Drop for Slab<T> {
+        fn drop(&mut self) {
+            // No handle is left, hence no reader: unsealed boxes go now.
+            for p in self.pending.drain(..) {
+                // SAFETY: retired once, never sealed, so freed once, here.
+                unsafe { free(p.as_ptr(), self.with_trailer) };
+            }
         }
     }
 }
@@ -661,6 +730,17 @@ mod tests {
         fn drop(&mut self) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Hands `sealed`, if any, to the collector as a writer does after the
+    /// shard lock; returns whether there was a batch.
+    fn defer(sealed: Option<Sealed<Counted>>, guard: &epoch::Guard) -> bool {
+        let Some(batch) = sealed else {
+            return false;
+        };
+        // SAFETY: the tests retire blocks that no reader can reach.
+        unsafe { batch.defer(guard) };
+        true
     }
 
     /// Pins and flushes until the collector has run every sealed batch.
@@ -687,7 +767,7 @@ mod tests {
             let guard = epoch::pin();
             let mut sealed = 0;
             for &p in &blocks {
-                sealed += usize::from(slab.retire(p, 1, &guard));
+                sealed += usize::from(defer(slab.retire(p, 1), &guard));
             }
             assert_eq!(sealed, 2, "a batch every {BATCH} blocks");
             // Still pinned: nothing retired may be dropped or reused.
@@ -695,7 +775,8 @@ mod tests {
             assert_eq!(drops.load(Ordering::SeqCst), 0);
             let fresh = slab.alloc(Counted(Arc::clone(&drops)), [0; 2]);
             assert!(!blocks.contains(&fresh));
-            assert!(slab.retire(fresh, 1, &guard) || slab.seal(&guard));
+            let batch = slab.retire(fresh, 1).or_else(|| slab.seal());
+            assert!(defer(batch, &guard));
             blocks.push(fresh);
         }
         // Unpinned: the batches run with no further call into the slab.
@@ -741,9 +822,15 @@ mod tests {
             }
             let guard = epoch::pin();
             for &(_, p) in &blocks {
-                slab.retire(p, 1, &guard);
+                if let Some(batch) = slab.retire(p, 1) {
+                    // SAFETY: no reader can reach the test's blocks.
+                    unsafe { batch.defer(&guard) };
+                }
             }
-            slab.seal(&guard);
+            if let Some(batch) = slab.seal() {
+                // SAFETY: as above.
+                unsafe { batch.defer(&guard) };
+            }
             drop(guard);
             drive(&in_flight);
             let again = slab.alloc(make(7), [7, 8]);
@@ -764,9 +851,12 @@ mod tests {
         let mut slab = Slab::new(100, 160, Arc::clone(&in_flight), 0);
         let guard = epoch::pin();
         let light = slab.alloc(Counted(Arc::clone(&drops)), [0; 2]);
-        assert!(!slab.retire(light, 9, &guard));
+        assert!(!defer(slab.retire(light, 9), &guard));
         let heavy = slab.alloc(Counted(Arc::clone(&drops)), [0; 2]);
-        assert!(slab.retire(heavy, 1, &guard), "9 + 1 reaches 160 / 16");
+        assert!(
+            defer(slab.retire(heavy, 1), &guard),
+            "9 + 1 reaches 160 / 16"
+        );
         // The slab goes while its batch waits for `guard`.
         drop(slab);
         assert_eq!(drops.load(Ordering::SeqCst), 0);

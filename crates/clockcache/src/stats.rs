@@ -8,7 +8,7 @@
 //! over-count. Writer-side events (inserts, evictions, ...) are counted
 //! under the shard lock.
 
-use crate::sync::{thread_stripe, AtomicU64, Ordering};
+use crate::sync::{thread_stripe, AtomicU32, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
@@ -86,10 +86,57 @@ pub struct CachePolicy {
     pub shards: usize,
 }
 
+/// One thread's hit and miss counters, and how it has been finding keys
+/// lately (see [`Stripe::scouts`]).
 #[derive(Default)]
-struct Stripe {
+pub(crate) struct Stripe {
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Raised by [`MISS_WEIGHT`] on each miss (up to [`SCOUT_MAX`]) and
+    /// lowered by one on each hit: above zero while more than about one
+    /// lookup in nine misses.
+    recent_misses: AtomicU32,
+}
+
+/// How much a miss raises a stripe's recent-miss score.
+const MISS_WEIGHT: u32 = 8;
+
+/// The most the score holds: a thread whose misses stop goes back to
+/// pinning first within this many hits.
+const SCOUT_MAX: u32 = 64;
+
+impl Stripe {
+    /// Whether this thread's lookups should scout the home bucket before
+    /// they pin (see `Cache::lookup`): worth it when misses are frequent
+    /// (a miss then skips the pin), not when nearly every lookup hits (a
+    /// hit then waits for the bucket before the pin instead of overlapping
+    /// the two).
+    #[inline]
+    pub(crate) fn scouts(&self) -> bool {
+        self.recent_misses.load(Ordering::Relaxed) != 0
+    }
+
+    /// Counts a hit.
+    #[inline]
+    pub(crate) fn hit(&self) {
+        bump(&self.hits);
+        let r = self.recent_misses.load(Ordering::Relaxed);
+        if r != 0 {
+            self.recent_misses.store(r - 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes a miss, and counts it if `count` (a loading call counts its
+    /// miss where it decides to load or wait).
+    #[inline]
+    pub(crate) fn miss(&self, count: bool) {
+        if count {
+            bump(&self.misses);
+        }
+        let r = self.recent_misses.load(Ordering::Relaxed);
+        self.recent_misses
+            .store((r + MISS_WEIGHT).min(SCOUT_MAX), Ordering::Relaxed);
+    }
 }
 
 /// Per-thread striped hit and miss counters.
@@ -112,19 +159,20 @@ impl ReadCounters {
         }
     }
 
+    /// This thread's stripe.
     #[inline]
-    fn stripe(&self) -> &Stripe {
+    pub(crate) fn stripe(&self) -> &Stripe {
         &self.stripes[thread_stripe() & (self.stripes.len() - 1)]
     }
 
     #[inline]
     pub(crate) fn hit(&self) {
-        bump(&self.stripe().hits);
+        self.stripe().hit();
     }
 
     #[inline]
     pub(crate) fn miss(&self) {
-        bump(&self.stripe().misses);
+        self.stripe().miss(true);
     }
 
     pub(crate) fn sum(&self) -> (u64, u64) {

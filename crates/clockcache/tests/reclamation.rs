@@ -1,7 +1,7 @@
 //! When removed values are released: the bound docs/design.md states
 //! ("Reclamation"), checked with values that count themselves.
 //!
-//! A shard seals what it retired into a batch once 64 entries, or a
+//! A shard seals what it retired into a batch once 256 entries, or a
 //! sixteenth of its budget by weight, have gathered; the epoch collector
 //! drops a sealed batch at its second epoch advance after the sealing, and
 //! every sealing write asks for an advance; bulk removals (`clear`,
