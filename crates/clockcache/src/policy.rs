@@ -348,7 +348,6 @@ impl Ghosts {
         self.recent[origin as usize].contains(fp)
     }
 
-    #[inline]
     fn insert(&mut self, fp: u64, origin: Queue, cap: usize, window: usize) {
         self.long.insert(fp, origin, cap.div_ceil(2).max(8));
         self.recent[origin as usize].insert(fp, window.div_ceil(2).max(4));

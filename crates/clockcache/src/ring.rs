@@ -54,22 +54,9 @@ impl<K, V> Ring<K, V> {
     }
 
     /// Appends an entry at the tail.
-    #[inline]
     pub(crate) fn push_back(&mut self, e: &Entry<K, V>) {
         let (len, cap) = (self.cells.len(), self.cells.capacity());
         if len == cap {
-            self.grow();
-        }
-        e.set_pos(self.head.wrapping_add(self.cells.len() as u32));
-        self.cells.push_back(Some(NonNull::from(e)));
-    }
-
-    /// Room for at least one more cell.
-    #[cold]
-    #[inline(never)]
-    fn grow(&mut self) {
-        let (len, cap) = (self.cells.len(), self.cells.capacity());
-        {
             // Sized to the shard, not to the next power of two.
             // Past the limit (a shard lent unused capacity, or a weigher
             // that makes entries light): small steps.
@@ -80,6 +67,8 @@ impl<K, V> Ring<K, V> {
             };
             self.cells.reserve_exact(target.max(cap + MIN_GROWTH) - len);
         }
+        e.set_pos(self.head.wrapping_add(self.cells.len() as u32));
+        self.cells.push_back(Some(NonNull::from(e)));
     }
 
     /// The entry at the head, unless the head is a hole (only a hint of what
@@ -90,7 +79,6 @@ impl<K, V> Ring<K, V> {
     }
 
     /// Takes the entry at the head, skipping holes.
-    #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<NonNull<Entry<K, V>>> {
         while let Some(cell) = self.cells.pop_front() {
             self.head = self.head.wrapping_add(1);
@@ -113,7 +101,6 @@ impl<K, V> Ring<K, V> {
     /// Takes the entry at the head, except `protect`: found at the head, it
     /// is moved behind the tail and the next entry taken instead. `None` when
     /// the ring holds nothing but `protect`.
-    #[inline]
     pub(crate) fn pop_front_except(
         &mut self,
         protect: *const Entry<K, V>,
@@ -165,14 +152,8 @@ impl<K, V> Ring<K, V> {
     fn shrink_if_sparse(&mut self) {
         let len = self.cells.len();
         if self.cells.capacity() > 4 * len + 4 * MIN_GROWTH {
-            self.shrink(len);
+            self.cells.shrink_to(2 * len + MIN_GROWTH);
         }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn shrink(&mut self, len: usize) {
-        self.cells.shrink_to(2 * len + MIN_GROWTH);
     }
 
     fn compact(&mut self) {

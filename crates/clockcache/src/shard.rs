@@ -18,7 +18,6 @@ use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::RemovalCause;
 use crossbeam_utils::CachePadded;
 use equivalent::Equivalent;
-use smallvec::SmallVec;
 use std::ptr::NonNull;
 
 /// How many due deadlines an insert reclaims on its way (more are reclaimed
@@ -37,7 +36,8 @@ pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(&K, &V, RemovalCause) + S
 /// entries: the first few are kept inline, so the common insert allocates
 /// nothing here.
 pub(crate) struct Retired<K: Send + 'static, V: Send + 'static> {
-    departures: SmallVec<[Departure<K, V>; INLINE_RETIRED]>,
+    inline: [Option<Departure<K, V>>; INLINE_RETIRED],
+    more: Vec<Departure<K, V>>,
     /// Whether a listener will be told: without one, departures are not
     /// recorded at all.
     listening: bool,
@@ -57,7 +57,8 @@ impl<K: Send + 'static, V: Send + 'static> Retired<K, V> {
     #[inline]
     pub(crate) fn new(listening: bool) -> Self {
         Self {
-            departures: SmallVec::new(),
+            inline: [None; INLINE_RETIRED],
+            more: Vec::new(),
             listening,
             sealed: Vec::new(),
         }
@@ -79,9 +80,20 @@ impl<K: Send + 'static, V: Send + 'static> Retired<K, V> {
 
     #[inline]
     pub(crate) fn push(&mut self, e: NonNull<Entry<K, V>>, cause: RemovalCause) {
-        if self.listening {
-            self.departures.push((e, cause));
+        if !self.listening {
+            return;
         }
+        match self.inline.iter_mut().find(|c| c.is_none()) {
+            Some(cell) => *cell = Some((e, cause)),
+            None => self.more.push((e, cause)),
+        }
+    }
+
+    fn take_all(&mut self) -> impl Iterator<Item = Departure<K, V>> + '_ {
+        self.inline
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(self.more.drain(..))
     }
 
     /// Calls the listener once per entry (outside every lock; a panicking
@@ -127,7 +139,7 @@ impl<K: Send + 'static, V: Send + 'static> Retired<K, V> {
     #[cold]
     fn report(&mut self, listener: Option<&Listener<K, V>>, _guard: &Guard) {
         if let Some(l) = listener {
-            for (p, cause) in self.departures.drain(..) {
+            for (p, cause) in self.take_all() {
                 // `p` was retired to its shard's slab under the shard lock
                 // while `_guard` was pinned, and no writer touches a retired
                 // entry.
@@ -414,7 +426,6 @@ where
     /// over-budget change (see `publish`) and the new entry's address (to
     /// protect it from cross-shard eviction).
     #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
     pub(crate) fn insert_locked(
         &self,
         inner: &mut Inner<K, V>,
