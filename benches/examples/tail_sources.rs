@@ -109,7 +109,12 @@ impl CacheVisitor for &Run {
     }
 }
 
-fn worker<C: BenchCache>(cache: &C, ops: &[u64], barrier: &Barrier, stop: &AtomicBool) -> Vec<Kind> {
+fn worker<C: BenchCache>(
+    cache: &C,
+    ops: &[u64],
+    barrier: &Barrier,
+    stop: &AtomicBool,
+) -> Vec<Kind> {
     let mut kinds: Vec<Kind> = (0..KINDS.len())
         .map(|_| Kind {
             hist: new_histogram(),
@@ -174,7 +179,11 @@ fn main() {
     let secs: f64 = args.next().map_or(3.0, |a| a.parse().expect("seconds"));
     let caches: Vec<String> = args.collect();
     let caches = if caches.is_empty() {
-        vec!["clockcache".into(), "quick_cache".into(), "mutex-lru".into()]
+        vec![
+            "clockcache".into(),
+            "quick_cache".into(),
+            "mutex-lru".into(),
+        ]
     } else {
         caches
     };
