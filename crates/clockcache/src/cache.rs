@@ -528,16 +528,17 @@ where
         let shard = self.shard(hash);
         shard.prefetch(hash);
         // A write pins only when a listener will read the entries it
-        // retires after the lock is released. Otherwise nothing it reaches
-        // outside the lock needs a pin, and under the lock everything does
-        // not: only lock holders unlink entries or replace tables, entries
+        // retires after the lock is released. Without one, it reaches no
+        // entry or table outside the lock, and under the lock it needs no
+        // pin: only lock holders unlink entries or replace tables, entries
         // are freed only through batches deferred after their unlink, and
         // outgrown tables live as long as their shard.
         let pinned = self.core.listener.is_some().then(epoch::pin);
         let guard = match &pinned {
             Some(g) => g,
             // SAFETY: used only under shard locks (see above); the write's
-            // sealed batches are deferred under a real pin (`release`).
+            // sealed batches are deferred under a real pin
+            // (`Retired::release`).
             None => unsafe { epoch::unprotected() },
         };
         let mut retired = self.retired();
