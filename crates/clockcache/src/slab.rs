@@ -229,11 +229,11 @@ mod imp {
         /// queue before this call (under the shard lock), so that no reader
         /// that pins from now on can reach it.
         pub(crate) unsafe fn defer(self, guard: &Guard) {
-            // SAFETY: the caller's contract: only readers pinned now can hold
-            // the blocks, and the collector runs the function after they
-            // have all unpinned; it owns what it touches (the blocks, and its
-            // share of `Home`), and `T: Send + 'static` may be dropped on any
-            // thread at any later time.
+            // By the caller's contract only readers pinned now can hold the
+            // blocks, and the collector runs the function after they have all
+            // unpinned; it owns what it touches (the blocks, its `Home` share).
+            // SAFETY: as just argued; `T: Send + 'static` may be dropped on
+            // any thread at any later time.
             unsafe { guard.defer_unchecked(move || self.release()) };
         }
     }
