@@ -130,6 +130,15 @@ pub(crate) fn seal_weight(budget: u64) -> u64 {
 
 pub(crate) use imp::{trailer, Sealed, Slab};
 
+/// Runs `f` on each of a batch's blocks, containing a panic in any one (a
+/// user's destructor): it must neither leak the rest of the batch nor unwind
+/// through the collector that runs the batch.
+fn for_each_contained<T>(blocks: &[NonNull<T>], f: impl Fn(NonNull<T>)) {
+    for &p in blocks {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(p)));
+    }
+}
+
 /// Where a block's trailer starts: right after the value, 8-aligned.
 #[cfg(not(any(loom, clockcache_no_recycle)))]
 const fn trailer_offset<T>() -> usize {
@@ -157,7 +166,8 @@ pub(crate) fn block_layout<T>(words: usize) -> (usize, usize) {
 #[cfg(not(any(loom, clockcache_no_recycle)))]
 mod imp {
     use super::{
-        block_layout, seal_weight, trailer_offset, Guard, InFlight, NonNull, BATCH, TRAILER_WORDS,
+        block_layout, for_each_contained, seal_weight, trailer_offset, Guard, InFlight, NonNull,
+        BATCH, TRAILER_WORDS,
     };
     use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
     use std::alloc::{self, Layout};
@@ -241,17 +251,12 @@ mod imp {
     impl<T> Sealed<T> {
         /// Run by the collector once no reader can reach the blocks.
         fn release(self) {
-            for &p in &self.blocks {
-                // A panicking destructor must not leak the rest of the
-                // batch, nor unwind through the collector.
-                let drop_one = std::panic::AssertUnwindSafe(|| {
-                    // SAFETY: the block holds a value (retired once, not
-                    // dropped before) that no reader can reach any more
-                    // (see the module docs) and no writer touches.
-                    unsafe { p.as_ptr().drop_in_place() }
-                });
-                let _ = std::panic::catch_unwind(drop_one);
-            }
+            for_each_contained(&self.blocks, |p| {
+                // SAFETY: the block holds a value (retired once, not dropped
+                // before) that no reader can reach any more (see the module
+                // docs) and no writer touches.
+                unsafe { p.as_ptr().drop_in_place() }
+            });
             let Sealed {
                 home,
                 blocks,
@@ -533,7 +538,7 @@ mod imp {
 
 #[cfg(any(loom, clockcache_no_recycle))]
 mod imp {
-    use super::{seal_weight, Guard, InFlight, NonNull, BATCH, TRAILER_WORDS};
+    use super::{for_each_contained, seal_weight, Guard, InFlight, NonNull, BATCH, TRAILER_WORDS};
     use crate::sync::{Arc, AtomicU64};
 
     /// A value with its trailer, boxed together.
@@ -603,16 +608,11 @@ mod imp {
 
     impl<T> Sealed<T> {
         fn release(self) {
-            for &p in &self.boxes {
-                // A panicking destructor must not leak the rest of the
-                // batch, nor unwind through the collector.
-                let free_one = std::panic::AssertUnwindSafe(|| {
-                    // SAFETY: each box came from `alloc`, was retired once and
-                    // is freed once, here, when no reader can reach it.
-                    unsafe { free(p.as_ptr(), self.with_trailer) }
-                });
-                let _ = std::panic::catch_unwind(free_one);
-            }
+            for_each_contained(&self.boxes, |p| {
+                // SAFETY: each box came from `alloc`, was retired once and is
+                // freed once, here, when no reader can reach it.
+                unsafe { free(p.as_ptr(), self.with_trailer) }
+            });
             self.in_flight.dropped(self.weight);
         }
     }
