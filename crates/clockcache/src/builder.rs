@@ -141,8 +141,10 @@ where
     ///
     /// The default is the capacity, up to [`DEFAULT_PRESIZED_ENTRIES`]
     /// entries (about 22 bytes per entry sized for: 14 of table, 8 of
-    /// queue), and a few thousand entries per shard with a weigher (the
-    /// number of entries is then unknown). Structures sized ahead never grow
+    /// queue), and with a weigher (the number of entries is then unknown) a
+    /// few thousand entries per shard, or fewer when a shard's share of the
+    /// capacity is smaller (entries that weigh at least 1 cannot outnumber
+    /// it). Structures sized ahead never grow
     /// while the cache fills: no writer holds a shard lock through a rehash,
     /// no outgrown queue is left behind as a hole in the allocator's heap,
     /// and no outgrown table is kept (a shard keeps the tables it outgrew
@@ -362,7 +364,9 @@ where
                 };
                 let table_items = match self.initial_capacity {
                     Some(total) => total.div_ceil(n),
-                    None if weighted => INITIAL_SHARD_ITEMS,
+                    None if weighted => usize::try_from(budget)
+                        .unwrap_or(usize::MAX)
+                        .min(INITIAL_SHARD_ITEMS),
                     None => {
                         let total = self.capacity.min(DEFAULT_PRESIZED_ENTRIES as u64);
                         usize::try_from(total).unwrap_or(usize::MAX).div_ceil(n)
@@ -418,12 +422,18 @@ where
     }
 }
 
+/// The CPUs this process may use, read once: `available_parallelism` reads
+/// cgroup files on Linux, a few system calls that would otherwise be paid by
+/// every cache built.
+/// Under loom, one (models are small).
 fn parallelism() -> usize {
-    if cfg!(loom) {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+    #[cfg(not(loom))]
+    {
+        static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
+    #[cfg(loom)]
+    1
 }
 
 /// Fewest shards the default sharding aims for, whatever the CPU count.

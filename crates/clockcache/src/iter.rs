@@ -59,9 +59,9 @@ where
             // pinned; a replaced table is retired through the collector, so
             // it stays allocated (and unchanged) while the guard lives.
             let table = unsafe { &*self.table };
-            while self.slot < table.slot_count() {
-                let p = table.nth_entry_ptr(self.slot);
-                self.slot += 1;
+            while let Some(n) = table.next_full_slot(self.slot) {
+                let p = table.nth_entry_ptr(n);
+                self.slot = n + 1;
                 if p.is_null() {
                     continue;
                 }

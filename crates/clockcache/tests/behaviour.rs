@@ -566,6 +566,32 @@ fn initial_capacity_sizes_the_structures_up_front_and_both_ways_hold_everything(
         .weigher(|_, _| 1)
         .build();
     assert!(weighted.structure_bytes() < 64 << 20);
+    // Nor, for a small weighted capacity, for more entries than the
+    // capacity: entries that weigh at least 1 cannot outnumber it.
+    let small = |capacity: u64| {
+        Cache::<u64, u64>::builder()
+            .capacity(capacity)
+            .shards(1)
+            .weigher(|_, _| 1)
+            .build()
+            .structure_bytes()
+    };
+    let (tiny, roomy) = (small(32), small(1 << 20));
+    assert!(
+        tiny * 20 < roomy,
+        "capacity 32: {tiny} bytes, 2^20: {roomy}"
+    );
+    // Entries that weigh nothing do outnumber it: the table grows for them.
+    let weightless: Cache<u64, u64> = Cache::builder()
+        .capacity(32)
+        .shards(1)
+        .weigher(|_, _| 0)
+        .build();
+    for i in 0..2_000 {
+        weightless.insert(i, i);
+    }
+    assert_eq!(weightless.len(), 2_000);
+    assert!((0..2_000).all(|i| weightless.get(&i) == Some(i)));
 }
 
 /// A loop over slightly more keys than the cache holds: LRU and CLOCK miss
