@@ -21,7 +21,10 @@ fn hasher() -> ahash::RandomState {
 #[test]
 fn racing_heavy_inserts_in_two_shards_leave_the_cache_within_capacity() {
     let shard_of = |k: u64| (hasher().hash_one(k) >> 32) & 1;
-    let rounds = if cfg!(debug_assertions) {
+    // Under Miri, a few rounds: its many-seeds run varies the interleaving.
+    let rounds = if cfg!(miri) {
+        8
+    } else if cfg!(debug_assertions) {
         3_000
     } else {
         20_000

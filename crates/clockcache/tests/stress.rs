@@ -61,6 +61,14 @@ fn settle(expected: usize) {
     }
 }
 
+/// The cache's capacity and the number of keys: under Miri (which runs a
+/// few hundred operations, not hundreds of thousands) a small cache, so
+/// that evictions, expiry and bulk removals still happen.
+const CAPACITY: usize = if cfg!(miri) { 16 } else { 512 };
+const KEYS: u64 = if cfg!(miri) { 48 } else { 2048 };
+/// Every this many operations of a thread, one `retain`.
+const RETAIN_EVERY: u64 = if cfg!(miri) { 128 } else { 4096 };
+
 fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
     let clock = MockClock::new();
     let departed = Arc::new(AtomicUsize::new(0));
@@ -69,8 +77,8 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
     let dl = departed_loaded.clone();
     let d = departed.clone();
     let cache: Cache<u64, Tracked> = Cache::builder()
-        .capacity(512)
-        .shards(4)
+        .capacity(CAPACITY as u64)
+        .shards(if cfg!(miri) { 2 } else { 4 })
         .eviction_policy(policy)
         .clock(clock.clone())
         .eviction_listener(move |k: &u64, v: &Tracked, _c: RemovalCause| {
@@ -111,7 +119,7 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let key = x % 2048;
+                    let key = x % KEYS;
                     match x >> 60 {
                         0..=7 => {
                             let before = clock.now_nanos();
@@ -168,10 +176,14 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
                             }
                         }
                         _ => {
-                            if i % 4096 == 0 {
+                            if i % RETAIN_EVERY == 0 {
                                 cache.retain(|k, _| k % 7 != 0);
                             }
-                            assert!(cache.len() <= 512 + threads, "len {}", cache.len());
+                            assert!(
+                                cache.len() <= CAPACITY + threads,
+                                "len {}",
+                                cache.len()
+                            );
                         }
                     }
                 }
@@ -184,7 +196,7 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
     stop.store(true, Ordering::SeqCst);
     ticker.join().unwrap();
     assert!(
-        cache.len() <= 512,
+        cache.len() <= CAPACITY,
         "len {} once writers are quiet",
         cache.len()
     );
@@ -221,8 +233,10 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
 fn stress_counts_every_drop() {
     let threads = thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .clamp(2, 8);
-    let ops = if cfg!(debug_assertions) {
+        .clamp(2, if cfg!(miri) { 2 } else { 8 });
+    let ops = if cfg!(miri) {
+        300
+    } else if cfg!(debug_assertions) {
         60_000
     } else {
         600_000
@@ -245,8 +259,10 @@ fn stress_counts_every_drop() {
 fn replace_if_increments_are_never_lost() {
     let threads = thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .clamp(2, 8) as u64;
-    let per_thread = if cfg!(debug_assertions) {
+        .clamp(2, if cfg!(miri) { 2 } else { 8 }) as u64;
+    let per_thread = if cfg!(miri) {
+        100
+    } else if cfg!(debug_assertions) {
         5_000
     } else {
         50_000
