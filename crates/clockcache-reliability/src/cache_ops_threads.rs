@@ -23,7 +23,7 @@ use crate::tracked::{Departures, DropCounter, Tracked};
 use arbitrary::{Arbitrary, Unstructured};
 use clockcache::{Cache, Clock, MockClock};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Most operations run per input, over all threads.
@@ -46,6 +46,18 @@ pub fn run(data: &[u8]) {
     if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {
         check(&input);
     }
+}
+
+/// The pool of `threads` threads (2 to 4), built once per process.
+fn pool(threads: usize) -> &'static rayon::ThreadPool {
+    static POOLS: [OnceLock<rayon::ThreadPool>; 3] = [const { OnceLock::new() }; 3];
+    POOLS[threads - 2].get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("cache_ops_threads {i}/{threads}"))
+            .build()
+            .expect("a thread pool")
+    })
 }
 
 /// The upper bound of the deadline of an entry that an insert with `ttl`
@@ -114,136 +126,127 @@ pub fn check(input: &Input) {
     let ops: Vec<Op> = input.ops.iter().take(MAX_OPS).copied().collect();
     let rejected = AtomicUsize::new(0);
 
-    std::thread::scope(|s| {
-        let mut workers = Vec::with_capacity(threads);
-        for t in 0..threads {
-            let (cache, clock, counter, advancing, cfg, rejected) =
-                (&cache, &clock, &counter, &advancing, &cfg, &rejected);
-            let mine: Vec<Op> = ops.iter().skip(t).step_by(threads).copied().collect();
-            workers.push(s.spawn(move || {
-                let new = |k: u8, v: u16| Tracked::new(counter, u64::from(k), u64::from(v));
-                let loaded =
-                    |k: u8, v: u16| Tracked::new_loaded(counter, u64::from(k), u64::from(v));
-                for op in mine {
-                    match op {
-                        Op::Insert(k, v) => {
-                            let k = k % KEYS;
-                            let t = new(k, v);
-                            cache.insert(k, t.clone());
-                            t.set_deadline_ub(deadline_ub(cfg, v, None, clock.now_nanos()));
-                        }
-                        Op::InsertTtl(k, v, ms) => {
-                            let k = k % KEYS;
-                            let ttl = if ms == 255 {
-                                Duration::MAX
-                            } else {
-                                Duration::from_millis(u64::from(ms))
-                            };
-                            let t = new(k, v);
-                            cache.insert_with_ttl(k, t.clone(), ttl);
-                            t.set_deadline_ub(deadline_ub(cfg, v, Some(ttl), clock.now_nanos()));
-                        }
-                        Op::Get(k) => {
-                            let k = k % KEYS;
-                            let t0 = clock.now_nanos();
-                            if let Some(v) = cache.get(&k) {
-                                check_read(k, &v, t0, "get");
-                            }
-                        }
-                        Op::Peek(k) => {
-                            let k = k % KEYS;
-                            let t0 = clock.now_nanos();
-                            if let Some(v) = cache.peek(&k) {
-                                check_read(k, &v, t0, "peek");
-                            }
-                        }
-                        Op::ContainsKey(k) => {
-                            cache.contains_key(&(k % KEYS));
-                        }
-                        Op::Remove(k) => {
-                            let k = k % KEYS;
-                            let t0 = clock.now_nanos();
-                            if let Some(v) = cache.remove(&k) {
-                                check_read(k, &v, t0, "remove");
-                            }
-                        }
-                        Op::GetOrInsert(k, v) => {
-                            let k = k % KEYS;
-                            // The loaded value's deadline stays unbounded
-                            // (`u64::MAX`): reads of it check only its key.
-                            let got = cache.get_or_insert_with(k, || loaded(k, v));
-                            assert_eq!(got.key(), u64::from(k), "get_or_insert_with: another key");
-                        }
-                        Op::GetOrTryInsert(k, v, fail) => {
-                            let k = k % KEYS;
-                            let got = cache.get_or_try_insert_with(k, || {
-                                if fail {
-                                    Err(())
-                                } else {
-                                    Ok(loaded(k, v))
-                                }
-                            });
-                            if let Ok(got) = got {
-                                assert_eq!(
-                                    got.key(),
-                                    u64::from(k),
-                                    "get_or_try_insert_with: another key"
-                                );
-                            }
-                        }
-                        Op::ReplaceIf(k, v, d) => {
-                            let k = k % KEYS;
-                            let modulus = u64::from(d) + 2;
-                            let t = new(k, v);
-                            let t0 = clock.now_nanos();
-                            let stored = cache.replace_if(k, t.clone(), |old| {
-                                check_read(k, old, t0, "replace_if");
-                                old.val() % modulus == 0
-                            });
-                            if stored {
-                                t.set_deadline_ub(deadline_ub(cfg, v, None, clock.now_nanos()));
-                            } else {
-                                // Never stored: dropped, and no departure.
-                                rejected.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
-                        Op::Retain(d) => {
-                            let modulus = u64::from(d) + 2;
-                            cache.retain(|k, v| {
-                                assert_eq!(
-                                    u64::from(*k),
-                                    v.key(),
-                                    "retain: a value of another key"
-                                );
-                                v.val() % modulus != 0
-                            });
-                        }
-                        Op::Clear => cache.clear(),
-                        Op::PurgeExpired => {
-                            cache.purge_expired();
-                        }
-                        Op::Advance(ms) => {
-                            let _serial = advancing.lock().unwrap();
-                            clock.advance(Duration::from_millis(u64::from(ms)));
-                        }
-                        Op::Iter => {
-                            let t0 = clock.now_nanos();
-                            for (k, v) in cache.iter() {
-                                check_read(k, &v, t0, "iter");
-                            }
-                        }
+    // The threads of a pool kept from one input to the next: spawning
+    // threads for every input cost most of a run. Every thread of the pool
+    // runs its share once; the barrier starts them together.
+    let start = Barrier::new(threads);
+    pool(threads).broadcast(|ctx| {
+        let t = ctx.index();
+        let (cache, clock, counter, advancing, cfg, rejected) =
+            (&cache, &clock, &counter, &advancing, &cfg, &rejected);
+        let mine: Vec<Op> = ops.iter().skip(t).step_by(threads).copied().collect();
+        start.wait();
+        let new = |k: u8, v: u16| Tracked::new(counter, u64::from(k), u64::from(v));
+        let loaded = |k: u8, v: u16| Tracked::new_loaded(counter, u64::from(k), u64::from(v));
+        for op in mine {
+            match op {
+                Op::Insert(k, v) => {
+                    let k = k % KEYS;
+                    let t = new(k, v);
+                    cache.insert(k, t.clone());
+                    t.set_deadline_ub(deadline_ub(cfg, v, None, clock.now_nanos()));
+                }
+                Op::InsertTtl(k, v, ms) => {
+                    let k = k % KEYS;
+                    let ttl = if ms == 255 {
+                        Duration::MAX
+                    } else {
+                        Duration::from_millis(u64::from(ms))
+                    };
+                    let t = new(k, v);
+                    cache.insert_with_ttl(k, t.clone(), ttl);
+                    t.set_deadline_ub(deadline_ub(cfg, v, Some(ttl), clock.now_nanos()));
+                }
+                Op::Get(k) => {
+                    let k = k % KEYS;
+                    let t0 = clock.now_nanos();
+                    if let Some(v) = cache.get(&k) {
+                        check_read(k, &v, t0, "get");
                     }
                 }
-            }));
+                Op::Peek(k) => {
+                    let k = k % KEYS;
+                    let t0 = clock.now_nanos();
+                    if let Some(v) = cache.peek(&k) {
+                        check_read(k, &v, t0, "peek");
+                    }
+                }
+                Op::ContainsKey(k) => {
+                    cache.contains_key(&(k % KEYS));
+                }
+                Op::Remove(k) => {
+                    let k = k % KEYS;
+                    let t0 = clock.now_nanos();
+                    if let Some(v) = cache.remove(&k) {
+                        check_read(k, &v, t0, "remove");
+                    }
+                }
+                Op::GetOrInsert(k, v) => {
+                    let k = k % KEYS;
+                    // The loaded value's deadline stays unbounded
+                    // (`u64::MAX`): reads of it check only its key.
+                    let got = cache.get_or_insert_with(k, || loaded(k, v));
+                    assert_eq!(got.key(), u64::from(k), "get_or_insert_with: another key");
+                }
+                Op::GetOrTryInsert(k, v, fail) => {
+                    let k = k % KEYS;
+                    let got = cache.get_or_try_insert_with(k, || {
+                        if fail {
+                            Err(())
+                        } else {
+                            Ok(loaded(k, v))
+                        }
+                    });
+                    if let Ok(got) = got {
+                        assert_eq!(
+                            got.key(),
+                            u64::from(k),
+                            "get_or_try_insert_with: another key"
+                        );
+                    }
+                }
+                Op::ReplaceIf(k, v, d) => {
+                    let k = k % KEYS;
+                    let modulus = u64::from(d) + 2;
+                    let t = new(k, v);
+                    let t0 = clock.now_nanos();
+                    let stored = cache.replace_if(k, t.clone(), |old| {
+                        check_read(k, old, t0, "replace_if");
+                        old.val() % modulus == 0
+                    });
+                    if stored {
+                        t.set_deadline_ub(deadline_ub(cfg, v, None, clock.now_nanos()));
+                    } else {
+                        // Never stored: dropped, and no departure.
+                        rejected.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                Op::Retain(d) => {
+                    let modulus = u64::from(d) + 2;
+                    cache.retain(|k, v| {
+                        assert_eq!(u64::from(*k), v.key(), "retain: a value of another key");
+                        v.val() % modulus != 0
+                    });
+                }
+                Op::Clear => cache.clear(),
+                Op::PurgeExpired => {
+                    cache.purge_expired();
+                }
+                Op::Advance(ms) => {
+                    let _serial = advancing.lock().unwrap();
+                    clock.advance(Duration::from_millis(u64::from(ms)));
+                }
+                Op::Iter => {
+                    let t0 = clock.now_nanos();
+                    for (k, v) in cache.iter() {
+                        check_read(k, &v, t0, "iter");
+                    }
+                }
+            }
         }
-        // Join explicitly: the scope's implicit wait ends when each closure
-        // returns, before the thread's TLS destructors (crossbeam-epoch's
-        // thread handle among them) have run; LeakSanitizer then reports
-        // glibc's TLS-destructor list as leaked, and the thread's epoch bag
-        // may not be flushed yet.
-        for w in workers {
-            w.join().expect("a worker panicked");
-        }
+        // What this thread deferred goes to the global queue, where the
+        // settling below can collect it (the thread lives on, idle).
+        crossbeam_epoch::pin().flush();
     });
 
     // Quiescence: the bounds hold exactly.
