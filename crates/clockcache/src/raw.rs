@@ -862,7 +862,9 @@ mod tests {
 
     #[test]
     fn bucket_counts_are_prime() {
-        for n in [0, 1, 2, 3, 10, 1000, 123_457] {
+        // Under Miri, not the 26,000-bucket table.
+        let large = if cfg!(miri) { 1000 } else { 123_457 };
+        for n in [0, 1, 2, 3, 10, 1000, large] {
             let b = RawTable::<u64, u64>::for_items(n).buckets.len();
             assert!(b == 1 || (2..b).take_while(|d| d * d <= b).all(|d| b % d != 0));
         }

@@ -193,7 +193,11 @@ fn an_idle_cache_holds_no_value_after_a_bulk_removal() {
 
     fill(n, None);
     cache.retain(|k, _| k % 2 == 0);
-    assert_eq!(live.now.load(Ordering::SeqCst), n as usize / 2, "after retain");
+    assert_eq!(
+        live.now.load(Ordering::SeqCst),
+        n as usize / 2,
+        "after retain"
+    );
     cache.clear();
 
     fill(n, Some(Duration::from_millis(200)));

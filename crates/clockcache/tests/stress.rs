@@ -179,11 +179,7 @@ fn stress(policy: EvictionPolicy, threads: usize, ops: u64) {
                             if i % RETAIN_EVERY == 0 {
                                 cache.retain(|k, _| k % 7 != 0);
                             }
-                            assert!(
-                                cache.len() <= CAPACITY + threads,
-                                "len {}",
-                                cache.len()
-                            );
+                            assert!(cache.len() <= CAPACITY + threads, "len {}", cache.len());
                         }
                     }
                 }
