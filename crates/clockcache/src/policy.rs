@@ -532,7 +532,7 @@ impl<K, V> Policy<K, V> {
     }
 
     /// Places a newly inserted entry.
-    pub(crate) fn admit(&mut self, e: &Entry<K, V>, hash: u64) {
+    pub(crate) fn admit(&mut self, e: &Entry<K, V>, p: NonNull<Entry<K, V>>, hash: u64) {
         let fp = fingerprint(hash);
         let to_main = match self.kind {
             EvictionPolicy::Clock => true,
@@ -574,11 +574,11 @@ impl<K, V> Policy<K, V> {
                 && self.main_weight + u64::from(e.weight) + self.small_target <= self.budget);
         if to_main {
             e.set_queue(Queue::Main);
-            self.main.push_back(e);
+            self.main.push_back(e, p);
             self.main_weight += u64::from(e.weight);
         } else {
             e.set_queue(Queue::Small);
-            self.small.push_back(e);
+            self.small.push_back(e, p);
             self.small_weight += u64::from(e.weight);
         }
     }
@@ -599,18 +599,23 @@ impl<K, V> Policy<K, V> {
 
     /// `new` replaces `old` (same key) in place, keeping its queue, position
     /// and access history.
-    pub(crate) fn replace(&mut self, old: &Entry<K, V>, new: &Entry<K, V>) {
+    pub(crate) fn replace(
+        &mut self,
+        old: &Entry<K, V>,
+        new: &Entry<K, V>,
+        p: NonNull<Entry<K, V>>,
+    ) {
         let q = old.queue();
         new.set_queue(q);
         new.freq
             .store(old.freq.load(Ordering::Relaxed), Ordering::Relaxed);
         let w = match q {
             Queue::Small => {
-                self.small.replace(old, new);
+                self.small.replace(old, new, p);
                 &mut self.small_weight
             }
             Queue::Main => {
-                self.main.replace(old, new);
+                self.main.replace(old, new, p);
                 &mut self.main_weight
             }
         };
@@ -680,7 +685,7 @@ impl<K, V> Policy<K, V> {
                 self.small_weight -= w;
                 self.main_weight += w;
                 e.set_queue(Queue::Main);
-                self.main.push_back(e);
+                self.main.push_back(e, p);
             } else {
                 self.small_weight -= w;
                 return Some(Victim::new(p, RemovalCause::Evicted, Queue::Small));
@@ -710,7 +715,7 @@ impl<K, V> Policy<K, V> {
                     EvictionPolicy::S3Fifo | EvictionPolicy::Adaptive => f - 1,
                 };
                 e.freq.store(lowered, Ordering::Relaxed);
-                self.main.push_back(e);
+                self.main.push_back(e, p);
                 continue;
             }
             self.main_weight -= w;

@@ -565,17 +565,6 @@ impl<K, V> RawTable<K, V> {
         }
     }
 
-    /// The entry in slot `i`, if the slot is FULL (writer only, shard lock
-    /// held: entries in the current table are live, since writers unlink an
-    /// entry before retiring it).
-    pub(crate) fn entry(&self, i: usize) -> Option<&Entry<K, V>> {
-        let p = self.slot(i).load(Ordering::Acquire);
-        // SAFETY: with the shard lock held, every non-null pointer in the
-        // current table is a live entry: only a lock holder unlinks entries,
-        // and it retires them only after nulling their slot.
-        (!p.is_null()).then(|| unsafe { &*p })
-    }
-
     /// Raw pointer in slot `i` (null if none).
     pub(crate) fn entry_ptr(&self, i: usize) -> *mut Entry<K, V> {
         self.slot(i).load(Ordering::Acquire)

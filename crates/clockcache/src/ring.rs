@@ -53,8 +53,12 @@ impl<K, V> Ring<K, V> {
         self.cells.len() - self.holes
     }
 
-    /// Appends an entry at the tail.
-    pub(crate) fn push_back(&mut self, e: &Entry<K, V>) {
+    /// Appends entry `e` at the tail. The ring keeps `p`, the pointer the
+    /// slab allocated `e` through: a pointer re-derived from `&Entry` may
+    /// only read, and the ring's pointers go on to the slab, which writes
+    /// the next entry through them.
+    pub(crate) fn push_back(&mut self, e: &Entry<K, V>, p: NonNull<Entry<K, V>>) {
+        debug_assert!(std::ptr::eq(e, p.as_ptr()));
         let (len, cap) = (self.cells.len(), self.cells.capacity());
         if len == cap {
             // Sized to the shard, not to the next power of two.
@@ -68,7 +72,7 @@ impl<K, V> Ring<K, V> {
             self.cells.reserve_exact(target.max(cap + MIN_GROWTH) - len);
         }
         e.set_pos(self.head.wrapping_add(self.cells.len() as u32));
-        self.cells.push_back(Some(NonNull::from(e)));
+        self.cells.push_back(Some(p));
     }
 
     /// The entry at the head, unless the head is a hole (only a hint of what
@@ -110,11 +114,11 @@ impl<K, V> Ring<K, V> {
             return Some(head);
         }
         // SAFETY: ring pointers are live entries of the shard (lock held).
-        self.push_back(unsafe { head.as_ref() });
+        self.push_back(unsafe { head.as_ref() }, head);
         let next = self.pop_front()?;
         if std::ptr::eq(next.as_ptr(), protect) {
             // SAFETY: as above.
-            self.push_back(unsafe { next.as_ref() });
+            self.push_back(unsafe { next.as_ref() }, next);
             return None;
         }
         Some(next)
@@ -135,14 +139,21 @@ impl<K, V> Ring<K, V> {
     }
 
     /// Puts `new` in the cell of `old` (same position, same queue).
-    pub(crate) fn replace(&mut self, old: &Entry<K, V>, new: &Entry<K, V>) {
+    /// Puts `new` (allocated through `p`, see `push_back`) in `old`'s cell.
+    pub(crate) fn replace(
+        &mut self,
+        old: &Entry<K, V>,
+        new: &Entry<K, V>,
+        p: NonNull<Entry<K, V>>,
+    ) {
+        debug_assert!(std::ptr::eq(new, p.as_ptr()));
         let idx = old.pos().wrapping_sub(self.head) as usize;
         debug_assert_eq!(
             self.cells[idx].map(|p| p.as_ptr().cast_const()),
             Some(old as *const _)
         );
         new.set_pos(old.pos());
-        self.cells[idx] = Some(NonNull::from(new));
+        self.cells[idx] = Some(p);
     }
 
     /// Gives memory back once the ring holds under a quarter of its cells
@@ -199,7 +210,7 @@ mod tests {
             .collect();
         let mut ring = Ring::new(16, 1000);
         for e in &entries {
-            ring.push_back(e);
+            ring.push_back(e, NonNull::from(e));
         }
         let cap = ring.cells.capacity();
         assert!((1000..=1000 + MIN_GROWTH).contains(&cap), "capacity {cap}");

@@ -155,7 +155,7 @@ fn evictions_and_replacements_release_their_values_within_the_bound() {
     let _serial = serial();
     let live = Arc::new(Live::default());
     let cache: Cache<u64, Blob> = Cache::builder().capacity(512).shards(1).build();
-    let writes = if cfg!(miri) { 3_000 } else { 50_000u64 };
+    let writes = if cfg!(miri) { 1_500 } else { 50_000u64 };
     for i in 0..writes {
         // Half the writes replace a present key, half evict.
         let k = if i % 2 == 0 { i % 256 } else { i };
@@ -176,8 +176,8 @@ fn an_idle_cache_holds_no_value_after_a_bulk_removal() {
         .capacity(100_000)
         .clock(clock.clone())
         .build();
-    // Under Miri, a twentieth of the entries.
-    let n = if cfg!(miri) { 2_500 } else { 50_000 };
+    // Under Miri, a hundredth of the entries.
+    let n = if cfg!(miri) { 500 } else { 50_000 };
     let fill = |n: u64, ttl: Option<Duration>| {
         for k in 0..n {
             match ttl {
