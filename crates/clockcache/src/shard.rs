@@ -778,7 +778,7 @@ where
 
     /// Hands the entries retired so far, however few, to the collector, so
     /// that a bulk removal's values are dropped even if the shard sees no
-    /// more writes (otherwise up to 63 wait for the next batch).
+    /// more writes (otherwise they would wait for the shard's next batch).
     pub(crate) fn seal_locked(&self, inner: &mut Inner<K, V>, retired: &mut Retired<K, V>) {
         retired.keep(inner.slab.seal());
     }
