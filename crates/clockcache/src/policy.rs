@@ -201,6 +201,13 @@ impl Generations {
         self.current.contains(fp) || self.previous.contains(fp)
     }
 
+    fn clear(&mut self) {
+        for b in [&mut self.current, &mut self.previous] {
+            b.words.fill(0);
+            b.inserted = 0;
+        }
+    }
+
     fn heap_bytes(&self) -> usize {
         (self.current.words.len() + self.previous.words.len()) * 8
     }
@@ -233,6 +240,12 @@ impl LongMemory {
             current: [0; 2],
             inserted: [0; 2],
         }
+    }
+
+    fn clear(&mut self) {
+        self.blocks.fill(Block::default());
+        self.current = [0; 2];
+        self.inserted = [0; 2];
     }
 
     #[inline]
@@ -353,8 +366,12 @@ impl Ghosts {
         self.recent[origin as usize].insert(fp, window.div_ceil(2).max(4));
     }
 
+    /// Forgets every key, in place: no allocation.
     fn clear(&mut self) {
-        *self = Self::new();
+        self.long.clear();
+        for g in &mut self.recent {
+            g.clear();
+        }
     }
 
     fn heap_bytes(&self) -> usize {
@@ -724,14 +741,20 @@ impl<K, V> Policy<K, V> {
         None
     }
 
-    /// Empties both queues (and the ghost), returning every entry.
+    /// Empties both queues, returning every entry (the ghost keeps its
+    /// memory: see [`forget`](Self::forget)).
     pub(crate) fn drain(&mut self) -> Vec<NonNull<Entry<K, V>>> {
         let mut all: Vec<_> = self.small.drain().collect();
         all.extend(self.main.drain());
         self.small_weight = 0;
         self.main_weight = 0;
-        self.ghosts.clear();
         all
+    }
+
+    /// Forgets every key the ghost remembers, keeping its filters' memory
+    /// (sized by this shard's evictions so far) for the evictions to come.
+    pub(crate) fn forget(&mut self) {
+        self.ghosts.clear();
     }
 
     /// Every entry with its rank for keeping, highest first when sorted
@@ -851,6 +874,27 @@ mod tests {
     fn claimed(g: &Ghosts, keys: impl Iterator<Item = u64>) -> usize {
         keys.filter(|&f| g.lookup(f, Queue::Small).is_some())
             .count()
+    }
+
+    /// `clear` forgets every key (none is claimed, in either queue, long
+    /// or recent) and keeps the filters' memory, so that clearing a cache
+    /// and dropping one allocate nothing here.
+    #[test]
+    fn cleared_ghosts_remember_nothing_and_keep_their_memory() {
+        let mut g = ghosts_of(2_000, 4, 2_000, 200);
+        for fp in fps(500, 5) {
+            g.insert(fp, Queue::Main, 2_000, 200);
+        }
+        let bytes = g.heap_bytes();
+        assert_eq!(claimed(&g, fps(2_000, 4).skip(1_800)), 200);
+        g.clear();
+        assert_eq!(g.heap_bytes(), bytes);
+        assert_eq!(claimed(&g, fps(2_000, 4)), 0);
+        assert!(fps(500, 5).all(|f| g.remembered(f) == [false, false]));
+        assert!(fps(2_000, 4).all(|f| !g.recently(f, Queue::Small)));
+        // And it remembers again.
+        g.insert(7, Queue::Small, 2_000, 200);
+        assert_eq!(g.lookup(7, Queue::Small), Some(true));
     }
 
     #[test]

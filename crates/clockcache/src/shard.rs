@@ -754,6 +754,7 @@ where
         guard: &Guard,
     ) {
         self.table(guard).clear();
+        inner.policy.forget();
         let all = inner.policy.drain();
         let (mut removed, mut expired) = (0, 0);
         for p in all {
