@@ -897,6 +897,26 @@ mod tests {
         assert_eq!(g.lookup(7, Queue::Small), Some(true));
     }
 
+    /// Draining the queues (a shard's drop) leaves the ghost as it is;
+    /// `forget` (a shard's `clear`) empties it, keeping its memory.
+    #[test]
+    fn drain_keeps_the_ghost_and_forget_empties_it() {
+        let duel = Duel {
+            role: DuelRole::Follower,
+            score: Arc::new(AtomicI32::new(0)),
+        };
+        let mut p = Policy::<u64, u64>::new(EvictionPolicy::Adaptive, 1000, 0, 1000, duel);
+        let hash = 0x1234_5678_9abc_def0;
+        p.remember(hash, Queue::Small);
+        let fp = fingerprint(hash);
+        assert!(p.drain().is_empty());
+        assert_eq!(p.ghosts.lookup(fp, Queue::Small), Some(true));
+        let bytes = p.ghosts.heap_bytes();
+        p.forget();
+        assert_eq!(p.ghosts.lookup(fp, Queue::Small), None);
+        assert_eq!(p.ghosts.heap_bytes(), bytes);
+    }
+
     #[test]
     #[cfg_attr(miri, ignore = "a statistical property of safe code, 20,000 lookups")]
     fn ghost_false_positive_rate_stays_low_at_capacity() {
